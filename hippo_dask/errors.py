@@ -1,0 +1,41 @@
+"""Exceptions and warnings raised by hippo_dask.
+
+Every error also subclasses the builtin a caller would naturally catch (``ValueError`` for bad
+input, ``FileNotFoundError`` for a missing checkpoint), so code that does not know hippo_dask
+still handles it sensibly.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HippoError",
+    "HippoWarning",
+    "InvalidSequenceError",
+    "InvalidSpaceError",
+    "InvalidTrialError",
+    "JournalError",
+]
+
+
+class HippoError(Exception):
+    """Base class of every error hippo_dask raises on purpose."""
+
+
+class HippoWarning(UserWarning):
+    """Something was wrong but the study could go on (a torn journal record, say)."""
+
+
+class InvalidSequenceError(HippoError, ValueError):
+    """A hyper-parameter sequence was built with arguments that cannot describe a schedule."""
+
+
+class InvalidSpaceError(HippoError, ValueError):
+    """A search space or distribution was built with arguments that describe no trials."""
+
+
+class InvalidTrialError(HippoError, ValueError):
+    """A trial holds a value the engine cannot store, compare or hand to a trainer."""
+
+
+class JournalError(HippoError, OSError):
+    """The search plan's journal could not be read or written."""

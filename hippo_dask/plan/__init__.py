@@ -1,0 +1,7 @@
+"""The search plan: a persistent, value-level prefix tree of every requested trial."""
+
+from hippo_dask.plan._journal import Journal
+from hippo_dask.plan._plan import PlanStats, Request, SearchPlan
+from hippo_dask.plan._trie import Node
+
+__all__ = ["Journal", "Node", "PlanStats", "Request", "SearchPlan"]
