@@ -37,11 +37,34 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def _non_str_key(value: Any) -> Any:
+    """A dict key that JSON would silently turn into a string, if ``value`` holds one."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return key
+            found = _non_str_key(item)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found = _non_str_key(item)
+            if found is not None:
+                return found
+    return None
+
+
 def _normalise_fixed(name: str, value: Any) -> Any:
     if isinstance(value, (Sampleable, SequenceTemplate)):
         raise InvalidTrialError(
             f"Trial: `{name}` = {value!r} is still a distribution; draw trials from a "
             "RandomSpace (or pass a plain value) instead of building a Trial with it"
+        )
+    bad_key = _non_str_key(value)
+    if bad_key is not None:
+        raise InvalidTrialError(
+            f"Trial: fixed value `{name}` = {value!r} cannot be stored in the search plan: dict "
+            f"key {bad_key!r} is not a str (JSON would turn it into {str(bad_key)!r}); use str keys"
         )
     try:
         text = json.dumps(value, default=_json_default, allow_nan=False, sort_keys=True)
