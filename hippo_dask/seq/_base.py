@@ -200,6 +200,9 @@ class Sequence(ABC):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable; build a new sequence instead")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; build a new sequence instead")
+
     @abstractmethod
     def _params(self) -> dict[str, Any]:
         """The constructor's arguments, in order, as stored."""
@@ -220,12 +223,14 @@ class Sequence(ABC):
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, Sequence)
-        return self._params() == other._params()
+        # Kinds first: 128 == 128.0 and 1 == True in Python, but never between sequences.
+        return self.kind == other.kind and self._params() == other._params()
 
     def __hash__(self) -> int:
         cached: int | None = self._hash
         if cached is None:
-            cached = hash((type(self).__name__, tuple(_hashable(v) for v in self._params().values())))
+            params = tuple(_hashable(v) for v in self._params().values())
+            cached = hash((type(self).__name__, self.kind, params))
             object.__setattr__(self, "_hash", cached)
         return cached
 
