@@ -29,9 +29,9 @@ class Stage:
     """Train ``node`` from step ``start`` to ``stop``.
 
     Exactly one of ``parent`` (continue from that stage's end state), ``load_from`` (a checkpoint
-    URI at ``start``) and ``after`` (a state at ``start`` that a running stage promised, named by
-    the execution layer's token) is set, or none when training from scratch at step 0. A stage
-    with ``start == stop`` only loads and evaluates.
+    URI at ``start``) and ``after`` (``(token, start)``: the state a running stage, named by the
+    execution layer's token, reaches at ``start``) is set, or none when training from scratch at
+    step 0. A stage with ``start == stop`` only loads and evaluates.
     """
 
     node: Node
@@ -147,7 +147,7 @@ _Source = tuple[str, Any]  # ("stage", Stage) | ("checkpoint", uri) | ("after", 
 def build_stage_tree(
     pending: Iterable[tuple[Node, int]],
     *,
-    promised: Mapping[tuple[Node, int], Hashable] | None = None,
+    running: Mapping[Hashable, tuple[Node, int, int]] | None = None,
     seconds_per_step: Callable[[Node], float] = Node.profile,
 ) -> StageTree:
     """Algorithm 1: stages that answer every pending ``(node, step)`` from the latest state.
@@ -156,27 +156,27 @@ def build_stage_tree(
     ----------
     pending
         Requests still waiting for metrics: ``(node, step)`` with ``step`` in ``node``'s range.
-    promised
-        States a running stage will produce, by ``(node, step)`` (canonical node), with the
-        execution layer's token; a stage starting there gets ``after=token``.
+    running
+        Stages already running, by the execution layer's token: ``(node, start, stop)``. They
+        can provide the state at any step in ``(start, stop]`` of ``node`` (the execution layer
+        asks them to save there), so nothing they will pass is planned again; a stage starting
+        from such a state gets ``after=(token, step)``.
     seconds_per_step
         The per-node time estimate for the critical path.
     """
-    promised = dict(promised or {})
-    promised_steps: dict[Node, list[int]] = {}
-    for (node, step) in promised:
-        promised_steps.setdefault(node, []).append(step)
-    for steps in promised_steps.values():
-        steps.sort()
+    in_flight: dict[Node, list[tuple[Hashable, int, int]]] = {}
+    for token, (node, begin, end) in (running or {}).items():
+        in_flight.setdefault(node, []).append((token, begin, end))
 
     def latest_source(node: Node, step: int) -> tuple[int, _Source] | None:
         best: tuple[int, _Source] | None = None
         found = node.latest_checkpoint(step)
         if found is not None:
             best = (found, ("checkpoint", node.checkpoints[found]))
-        for p in promised_steps.get(node, ()):
-            if node.start < p <= step and (best is None or p > best[0]):
-                best = (p, ("after", promised[(node, p)]))
+        for token, begin, end in in_flight.get(node, ()):
+            reach = min(step, end)
+            if reach > begin and reach > node.start and (best is None or reach > best[0]):
+                best = (reach, ("after", (token, reach)))
         return best
 
     # Pass 1, deepest nodes first: which steps must each node reach, and which nodes need

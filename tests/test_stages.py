@@ -84,15 +84,23 @@ def test_answered_requests_need_no_stage_and_a_checkpointed_one_only_evaluates()
     assert len(plan.stage_tree()) == 0
 
 
-def test_a_promised_state_is_waited_for_instead_of_retrained() -> None:
+def test_a_running_stage_is_a_source_for_every_step_it_will_pass() -> None:
     plan = hd.SearchPlan()
     a = plan.add(lr([30]), 60)
     b = plan.add(lr([40]), 80)
-    # A running stage of node a will pass step 30 and promised to save there.
-    tree = plan.stage_tree(promised={(a.node, 30): "running-0"})
-    assert (b.node.id, 30, 80) in spans(tree)
-    child = next(s for s in tree.stages if s.node is b.node)
-    assert child.after == "running-0" and child.parent is None and child.load_from is None
+    # Node a is being trained 0 -> 60 by a running stage; b branches off at 30 and
+    # a's own request is answered by that stage.
+    tree = plan.stage_tree(running={"run-0": (a.node, 0, 60)}, exclude=[(a.node, 60)])
+    assert spans(tree) == [(b.node.id, 30, 80)]
+    child = tree.stages[0]
+    assert child.after == ("run-0", 30) and child.parent is None and child.load_from is None
+    # A later checkpoint beats the running stage; an earlier one does not.
+    plan.record_checkpoint(a.node, 20, "ckpt/20")
+    tree = plan.stage_tree(running={"run-0": (a.node, 0, 60)}, exclude=[(a.node, 60)])
+    assert tree.stages[0].after == ("run-0", 30)
+    tree = plan.stage_tree(running={"run-0": (a.node, 0, 25)}, exclude=[(a.node, 60)])
+    assert spans(tree) == [(a.node.id, 25, 30), (b.node.id, 30, 80)]
+    assert tree.stages[0].after == ("run-0", 25)
 
 
 def test_critical_path_follows_profiled_time_not_step_count() -> None:

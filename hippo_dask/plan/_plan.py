@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -175,7 +175,8 @@ class SearchPlan:
         steps = _check_steps(steps, "steps")
         tag = trial.id if tag is None else str(tag)
         request = self._request(trial, steps, tag)
-        self._log({"op": "request", "trial": trial.to_dict(), "id": trial.id, "steps": steps, "tag": tag})
+        if self._journal is not None:
+            self._log({"op": "request", "trial": trial.to_dict(), "id": trial.id, "steps": steps, "tag": tag})
         return request
 
     def _request(self, trial: Trial, steps: int, tag: str) -> Request:
@@ -319,10 +320,18 @@ class SearchPlan:
         )
 
     def stage_tree(
-        self, promised: Mapping[tuple[Node, int], Hashable] | None = None
+        self,
+        running: Mapping[Hashable, tuple[Node, int, int]] | None = None,
+        exclude: Iterable[tuple[Node, int]] = (),
     ) -> StageTree:
-        """The stages that answer every pending request (Algorithm 1); see :mod:`hippo_dask.stages`."""
-        return build_stage_tree(self.pending(), promised=promised)
+        """The stages that answer every pending request (Algorithm 1); see :mod:`hippo_dask.stages`.
+
+        ``running`` are stages in flight (token to ``(node, start, stop)``), whose states are
+        not planned again; ``exclude`` are pending requests somebody already takes care of.
+        """
+        skip = set(exclude)
+        pending = [item for item in self.pending() if item not in skip]
+        return build_stage_tree(pending, running=running)
 
     def __repr__(self) -> str:
         s = self.stats()

@@ -7,6 +7,7 @@ The value at step ``s`` is what the matching torch scheduler gives after ``s`` c
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -106,8 +107,7 @@ class MultiStep(Sequence):
 
     def __call__(self, step: int) -> Any:
         check_range(int(step), int(step) + 1)
-        index = int(np.searchsorted(self.milestones, int(step), side="right"))
-        return self.levels[index]
+        return self.levels[bisect.bisect_right(self.milestones, int(step))]
 
     def values(self, start: int, stop: int) -> np.ndarray:
         index = np.searchsorted(np.asarray(self.milestones, dtype=np.int64), _steps(start, stop), side="right")

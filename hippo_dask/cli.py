@@ -1,0 +1,199 @@
+"""The ``hippo-dask`` command line.
+
+``hippo-dask plan SPACE_FILE --steps N [--trials K]`` dry-runs a search space: it runs the Python
+file ``SPACE_FILE``, which must define ``space`` (a :class:`~hippo_dask.GridSpace` or
+:class:`~hippo_dask.RandomSpace`), adds every trial to an in-memory search plan for ``N`` steps and
+prints what sharing saves and the stage tree's critical path. Nothing is trained or stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Sequence
+
+from hippo_dask.plan import SearchPlan
+from hippo_dask.space import GridSpace, RandomSpace
+from hippo_dask.stages import build_stage_tree
+from hippo_dask.trial import Trial
+
+__all__ = ["main"]
+
+
+class SpaceFileError(Exception):
+    """The space file failed or defines no usable ``space``; the message is what to print."""
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hippo-dask", description="Hyper-parameter optimization that shares training prefixes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    plan = commands.add_parser(
+        "plan",
+        help="dry-run a search space: merge rate, stages and critical path",
+        description=(
+            "Run SPACE_FILE (a Python file defining `space`, a GridSpace or RandomSpace), add every "
+            "trial to an in-memory search plan and print what sharing saves. Trains nothing."
+        ),
+    )
+    plan.add_argument("space_file", metavar="SPACE_FILE", help="Python file that defines `space`")
+    plan.add_argument("--steps", type=_count, required=True, metavar="N",
+                      help="steps every trial is trained for")
+    plan.add_argument("--trials", type=_count, metavar="K",
+                      help="trials to draw from a RandomSpace (required without n_trials); "
+                           "with a GridSpace, only the first K configurations")
+    plan.add_argument("--seconds-per-step", type=_seconds, default=1.0, metavar="S",
+                      help="estimated seconds per training step, for the critical path (default 1)")
+    plan.set_defaults(run=_plan, parser=plan)
+    return parser
+
+
+def _user_line(exc: BaseException, path: str) -> int | None:
+    """The line of ``path`` that raised ``exc``: the deepest traceback frame in that file."""
+    target = os.path.realpath(path)
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.realpath(exc.filename) == target:
+        return exc.lineno
+    line: int | None = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if os.path.realpath(frame.filename) == target:
+            line = frame.lineno
+    return line
+
+
+def _describe(exc: BaseException, path: str) -> str:
+    """``path:LINE: ExceptionType: message`` (without ``LINE`` if no frame is in the file)."""
+    line = _user_line(exc, path)
+    message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    where = path if line is None else f"{path}:{line}"
+    return f"{where}: {type(exc).__name__}" + (f": {message}" if message else "")
+
+
+def load_space(path: str) -> GridSpace | RandomSpace:
+    """Run ``path`` (not as ``__main__``, its directory importable) and return its ``space``.
+
+    Raises :class:`SpaceFileError` when the file raises, or defines no GridSpace/RandomSpace.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, folder)
+    try:
+        namespace = runpy.run_path(path, run_name="__hippo_dask_space__")
+    except Exception as exc:
+        raise SpaceFileError(_describe(exc, path)) from exc
+    finally:
+        sys.path.remove(folder)
+    if "space" not in namespace:
+        raise SpaceFileError(
+            f"{path}: defines no `space`; assign the search space to a module-level variable "
+            "named `space`, e.g. space = hd.GridSpace(lr=[...]) or hd.RandomSpace(..., n_trials=20)"
+        )
+    space = namespace["space"]
+    if not isinstance(space, (GridSpace, RandomSpace)):
+        raise SpaceFileError(
+            f"{path}: `space` is a {type(space).__name__}, expected a hippo_dask GridSpace or "
+            "RandomSpace"
+        )
+    return space
+
+
+def _sized(space: RandomSpace) -> bool:
+    """Whether a random space was built with ``n_trials`` (``len`` raises TypeError without)."""
+    try:
+        len(space)
+    except TypeError:
+        return False
+    return True
+
+
+def _trials(space: GridSpace | RandomSpace, limit: int | None, path: str) -> list[Trial]:
+    """The trials to plan: ``limit`` of them if given, else the whole space."""
+    try:
+        if isinstance(space, RandomSpace):
+            return space.sample(limit if limit is not None else len(space))
+        trials: list[Trial] = []
+        for trial in space:
+            if limit is not None and len(trials) == limit:
+                break
+            trials.append(trial)
+        return trials
+    except Exception as exc:  # a `where` function or a value the space cannot hold
+        raise SpaceFileError(_describe(exc, path)) from exc
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """``hippo-dask plan``: print the figures of planning the space for ``args.steps`` steps."""
+    parser: argparse.ArgumentParser = args.parser
+    path: str = args.space_file
+    if not os.path.isfile(path):
+        parser.error(f"SPACE_FILE {path!r}: no such file")
+    try:
+        space = load_space(path)
+        if isinstance(space, RandomSpace) and args.trials is None and not _sized(space):
+            parser.error(
+                f"{path}: `space` is a RandomSpace without n_trials, so it has no size: pass "
+                "--trials K (how many trials to draw), or build it with n_trials=K"
+            )
+        trials = _trials(space, args.trials, path)
+    except SpaceFileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    plan = SearchPlan()
+    for trial in trials:
+        plan.add(trial, args.steps)
+    stats = plan.stats()
+    seconds: float = args.seconds_per_step
+    tree = build_stage_tree(plan.pending(), seconds_per_step=lambda node: seconds)
+    path_stages = tree.critical_path()
+    print(f"space: {path} ({type(space).__name__})")
+    repeats = len(trials) - stats.trials
+    print(f"trials: {stats.trials}" + (f" ({repeats} repeated draws planned once)" if repeats else ""))
+    print(f"requested steps: {stats.requested_steps}")
+    print(f"unique steps: {stats.unique_steps}")
+    print(f"merge rate: {stats.merge_rate:.2f}")
+    print(f"stages: {len(tree)}")
+    depth = len(path_stages)
+    print(
+        f"critical path: {depth} stage{'' if depth == 1 else 's'}, "
+        f"{sum(s.steps for s in path_stages)} steps, "
+        f"{sum(s.seconds for s in path_stages):.1f} s at {seconds:g} s per step"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hippo-dask`` console script; returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
