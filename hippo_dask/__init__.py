@@ -4,23 +4,32 @@ Trials whose hyper-parameter sequences agree on a prefix share it: the prefix is
 checkpointed, and every trial below resumes from it (Hippo's stage trees).
 """
 
-from hippo_dask import seq
+from hippo_dask import cluster, seq, tuners
 from hippo_dask.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
     HippoError,
     HippoWarning,
     InvalidSequenceError,
     InvalidSpaceError,
     InvalidTrialError,
     JournalError,
+    StorageError,
 )
 from hippo_dask.plan import Node, PlanStats, Request, SearchPlan
 from hippo_dask.space import GridSpace, RandomSpace, choice, loguniform, randint, uniform
 from hippo_dask.stages import Stage, StageTree
+from hippo_dask.execution import TrialFailedError
+from hippo_dask.study import Result, Study, StudyStats, TrialResult
+from hippo_dask.trainer import Trainer
 from hippo_dask.trial import Trial
+from hippo_dask.tuners import Tuner, wait_all, wait_any
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
     "GridSpace",
     "HippoError",
     "HippoWarning",
@@ -32,13 +41,25 @@ __all__ = [
     "PlanStats",
     "RandomSpace",
     "Request",
+    "Result",
     "SearchPlan",
     "Stage",
     "StageTree",
+    "StorageError",
+    "Study",
+    "StudyStats",
+    "Trainer",
     "Trial",
+    "TrialFailedError",
+    "TrialResult",
+    "Tuner",
     "choice",
+    "cluster",
     "loguniform",
     "randint",
     "seq",
+    "tuners",
     "uniform",
+    "wait_all",
+    "wait_any",
 ]

@@ -8,12 +8,15 @@ still handles it sensibly.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
     "HippoError",
     "HippoWarning",
     "InvalidSequenceError",
     "InvalidSpaceError",
     "InvalidTrialError",
     "JournalError",
+    "StorageError",
 ]
 
 
@@ -39,3 +42,15 @@ class InvalidTrialError(HippoError, ValueError):
 
 class JournalError(HippoError, OSError):
     """The search plan's journal could not be read or written."""
+
+
+class CheckpointNotFoundError(HippoError, FileNotFoundError):
+    """A checkpoint the plan refers to is not in storage (deleted behind the engine's back)."""
+
+
+class CorruptCheckpointError(HippoError, ValueError):
+    """A checkpoint failed its checksum or format check, or would need code to load."""
+
+
+class StorageError(HippoError, OSError):
+    """Storage could not be reached or written."""

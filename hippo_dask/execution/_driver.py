@@ -1,0 +1,520 @@
+"""The driver: turns the plan's pending requests into Dask tasks, and reports into the plan.
+
+It runs as part of an asyncio loop in the process that called ``study.tune`` and is stateless
+in Hippo's sense (section 4.3): every decision starts from a stage tree freshly built from the
+plan, with the stages now in flight as sources, so nothing they will pass is planned twice.
+
+Scheduling follows the paper's critical-path scheduler: the tree is split into chains, longest
+first (:meth:`~hippo_dask.stages.StageTree.paths`); each idle GPU worker gets the longest chain
+that can start now, submitted as one Dask task per stage, pinned to that worker and linked by
+dependencies so the trainer passes from stage to stage in the worker's memory. A chain that
+continues exactly where a running chain ends is queued on that chain's worker. A step a running
+stage will pass but that somebody now needs (a new request, a new branch) is added to that
+stage through ``Client.run``, so it is saved instead of trained again.
+
+Dask futures finish in Dask's threads; their reports are handed to this loop with
+``call_soon_threadsafe``, and all plan updates happen on this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import traceback as tb_module
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hippo_dask.errors import HippoError, HippoWarning
+from hippo_dask.execution._identity import state_digest
+from hippo_dask.execution._spec import Point, StageReport, StageSpec
+from hippo_dask.execution._worker import add_points_async, run_stage
+from hippo_dask.plan import Node, SearchPlan
+from hippo_dask.plan._trie import Trie
+from hippo_dask.stages import Stage, StageTree
+from hippo_dask.trial import Trial
+
+if TYPE_CHECKING:
+    import distributed
+
+    from hippo_dask.storage import CheckpointStore, MetricsStore
+    from hippo_dask.trainer import Trainer
+
+__all__ = ["Driver", "RunStats", "TrialFailedError"]
+
+logger = logging.getLogger(__name__)
+
+GPU = "GPU"
+_HEARTBEAT = 1.0
+#: Finished stage futures kept referenced, so that the same stage planned again by another
+#: driver on this client (another study of the same plan) finds the result instead of
+#: recomputing it: Dask forgets a key as soon as nobody holds its future.
+_KEEP_FINISHED = 4096
+
+
+class TrialFailedError(HippoError, RuntimeError):
+    """A stage a trial needs raised in the trainer; carries the worker's traceback."""
+
+    def __init__(self, message: str, *, exc_type: str, stage: str, worker_traceback: str) -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.stage = stage
+        self.worker_traceback = worker_traceback
+
+
+@dataclass
+class RunStats:
+    """What the engine did: steps trained, stages run, worker time."""
+
+    executed_steps: int = 0
+    stages: int = 0
+    worker_seconds: float = 0.0
+    train_seconds: float = 0.0
+    resumed_from_memory: int = 0
+    resumed_from_checkpoint: int = 0
+    started_from_scratch: int = 0
+
+
+@dataclass
+class _Running:
+    key: str
+    node: Node
+    start: int
+    stop: int
+    worker: str
+    points: dict[int, Point]
+    future: Any
+    chain: list[str] = field(default_factory=list)
+
+
+class Driver:
+    """Schedules a plan's pending requests on a Dask client's GPU workers.
+
+    Parameters
+    ----------
+    plan
+        The study's search plan; the driver is its only writer in this process.
+    client
+        A synchronous ``distributed.Client``.
+    trainer_cls, config_of
+        The trainer class and a function giving the config it is built with for a trial.
+    store
+        Where checkpoints go.
+    metrics
+        The zarr metrics store, or ``None``.
+    salt
+        Separates states of different trainers (the trainer's fingerprint).
+    eval_every
+        Also record metrics every that many steps (learning curves), or ``None``.
+    """
+
+    def __init__(
+        self,
+        *,
+        plan: SearchPlan,
+        client: distributed.Client,
+        trainer_cls: type[Trainer],
+        config_of: Callable[[Trial], dict[str, Any]],
+        store: CheckpointStore,
+        metrics: MetricsStore | None = None,
+        salt: str = "",
+        eval_every: int | None = None,
+    ) -> None:
+        self.plan = plan
+        self.client = client
+        self.trainer_cls = trainer_cls
+        self.config_of = config_of
+        self.store = store
+        self.metrics = metrics
+        self.salt = salt
+        self.eval_every = eval_every
+        self.stats = RunStats()
+        self.loop = asyncio.get_running_loop()
+        self._waiters: dict[tuple[Node, int], list[asyncio.Future[dict[str, float]]]] = {}
+        self._failed: dict[tuple[Node, int], TrialFailedError] = {}
+        self._running: dict[str, _Running] = {}
+        self._queued: dict[str, list[str]] = {}  # worker -> keys submitted there, in order
+        self._kicked = False
+        self._closed = False
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._digests: dict[tuple[str, int], str] = {}
+        self._finished: OrderedDict[str, tuple[Any, StageReport]] = OrderedDict()
+        self.on_report: list[Callable[[StageReport], None]] = []
+
+    # -- what tuners call ---------------------------------------------------------------------
+
+    async def request(self, trial: Trial, steps: int, tag: str | None = None) -> dict[str, float]:
+        """Metrics of ``trial`` after ``steps`` steps, training what is missing."""
+        request = self.plan.add(trial, steps, tag)
+        metrics = request.metrics
+        if metrics is not None:
+            return dict(metrics)
+        key = (request.node, steps)
+        failed = self._failed.get(key)
+        if failed is not None:
+            raise failed
+        future: asyncio.Future[dict[str, float]] = self.loop.create_future()
+        self._waiters.setdefault(key, []).append(future)
+        self.kick()
+        return await future
+
+    def kick(self) -> None:
+        """Schedule soon (once per loop turn, however many requests arrive in it)."""
+        if not self._kicked and not self._closed:
+            self._kicked = True
+            self.loop.call_soon(self._schedule_now)
+        if self._heartbeat is None and not self._closed:
+            self._heartbeat = self.loop.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        # Workers join and leave without telling us; look again while anybody waits.
+        while not self._closed:
+            await asyncio.sleep(_HEARTBEAT)
+            if self._waiters:
+                self.kick()
+
+    async def close(self) -> None:
+        """Cancel what is still running and fail what is still waiting."""
+        self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        futures = [r.future for r in self._running.values()]
+        self._running.clear()
+        self._finished.clear()
+        if futures:
+            self.client.cancel(futures)
+        for waiters in self._waiters.values():
+            for w in waiters:
+                if not w.done():
+                    w.cancel()
+        self._waiters.clear()
+        self.plan.flush()
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _schedule_now(self) -> None:
+        self._kicked = False
+        if self._closed:
+            return
+        try:
+            self._schedule()
+        except HippoError as exc:  # a configuration problem: every waiter gets it as it is
+            self._fail_everyone(exc)
+        except Exception:  # noqa: BLE001 - a scheduling bug must not hang every waiter
+            logger.exception("scheduling failed")
+            self._fail_everyone(TrialFailedError(
+                "the hippo_dask scheduler failed; see the log", exc_type="SchedulerError",
+                stage="", worker_traceback=tb_module.format_exc(),
+            ))
+
+    def _fail_everyone(self, error: BaseException) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+        self._waiters.clear()
+
+    def _workers(self) -> list[str]:
+        info = self.client.scheduler_info(n_workers=-1)
+        workers = info.get("workers", {})
+        gpu = sorted(a for a, w in workers.items() if w.get("resources", {}).get(GPU, 0) >= 1)
+        if workers and not gpu:
+            raise HippoError(
+                "no Dask worker advertises the GPU resource that stages ask for; start workers "
+                "with `--resources GPU=1` (one per GPU, or one per core on a CPU machine), or "
+                "let hippo_dask start its own cluster (client=None)"
+            )
+        return gpu
+
+    def _schedule(self) -> None:
+        self.plan.flush()
+        workers = self._workers()
+        for worker in list(self._queued):
+            self._queued[worker] = [k for k in self._queued[worker] if k in self._running]
+        exclude = self._cover_pending_with_running()
+        running = {key: (r.node, r.start, r.stop) for key, r in self._running.items()}
+        tree = self.plan.stage_tree(running=running, exclude=exclude)
+        if not len(tree):
+            return
+        self._ask_running_for_branch_points(tree)
+        idle = [w for w in workers if not self._queued.get(w)]
+        for chain in tree.paths():
+            head = chain[0]
+            if head.parent is not None:
+                continue  # waits for a stage of another chain
+            if head.after is not None:
+                token, step = head.after
+                source = self._running.get(token)
+                if source is None or step != source.stop or source.worker not in workers:
+                    continue  # a mid-stage state: ready once that stage reports
+                if source.key != self._queued.get(source.worker, [None])[-1]:
+                    continue  # its worker has queued more work since; wait for the checkpoint
+                self._submit(chain, source.worker, tree, after=source)
+            elif idle:
+                self._submit(chain, idle.pop(0), tree)
+
+    def _cover_pending_with_running(self) -> set[tuple[Node, int]]:
+        """Pending requests a running stage passes: ask it to evaluate there too."""
+        covered: set[tuple[Node, int]] = set()
+        by_node: dict[Node, list[_Running]] = {}
+        for r in self._running.values():
+            by_node.setdefault(r.node, []).append(r)
+        for node, step in self.plan.pending():
+            if (node, step) in self._failed:
+                covered.add((node, step))
+                continue
+            for r in by_node.get(node, ()):
+                if r.start < step <= r.stop:
+                    point = r.points.get(step)
+                    if point is None or not point.evaluate or point.checkpoint is None:
+                        self._add_points(r, [Point(step, True, self._checkpoint_name(node, step))])
+                    covered.add((node, step))
+                    break
+        return covered
+
+    def _ask_running_for_branch_points(self, tree: StageTree) -> None:
+        for stage in tree.stages:
+            if stage.after is None:
+                continue
+            token, step = stage.after
+            r = self._running.get(token)
+            if r is None:
+                continue
+            point = r.points.get(step)
+            if point is None or point.checkpoint is None:
+                self._add_points(r, [Point(step, False, self._checkpoint_name(r.node, step))])
+
+    def _add_points(self, r: _Running, points: list[Point]) -> None:
+        for p in points:
+            old = r.points.get(p.step)
+            r.points[p.step] = p if old is None else Point(
+                p.step, old.evaluate or p.evaluate, old.checkpoint or p.checkpoint
+            )
+        logger.debug("asking stage %s for points %s", r.key, [p.step for p in points])
+        self.client.run(add_points_async, r.key, points, workers=[r.worker], wait=False)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def _digest(self, node: Node, step: int) -> str:
+        key = (node.owner.id, step)
+        found = self._digests.get(key)
+        if found is None:
+            found = self._digests[key] = state_digest(node.owner, step, self.salt)
+        return found
+
+    def _checkpoint_name(self, node: Node, step: int) -> str:
+        return self._digest(node, step)[:40]
+
+    def _sources(self, stage: Stage) -> tuple[tuple[int, str], ...]:
+        """Checkpoints on the stage's path at or before its start, latest first (up to 3)."""
+        found: list[tuple[int, str]] = []
+        if stage.load_from is not None:
+            found.append((stage.start, stage.load_from))
+        node: Node | None = stage.node
+        limit = stage.start
+        while node is not None and len(found) < 3:
+            for step in reversed(node.checkpoint_steps):
+                if step <= limit and (step, node.checkpoints[step]) not in found:
+                    found.append((step, node.checkpoints[step]))
+                    if len(found) >= 3:
+                        break
+            limit = node.start
+            node = node.parent
+        found.sort(key=lambda item: -item[0])
+        return tuple(found)
+
+    def _points(self, stage: Stage) -> tuple[Point, ...]:
+        """Where the stage stops to report: its end (checkpoint, and metrics if requested).
+
+        Every stage end is a request's end or a branch point, so it is saved: other stages
+        resume there. What a stage reports depends only on the stage, never on the chain it
+        was put in, so two drivers that plan the same stage submit the same Dask key.
+        """
+        points = {stage.stop: Point(stage.stop, stage.evaluate,
+                                    self._checkpoint_name(stage.node, stage.stop))}
+        if self.eval_every:
+            first = (stage.start // self.eval_every + 1) * self.eval_every
+            for step in range(first, stage.stop, self.eval_every):
+                if step not in stage.node.metrics:
+                    points[step] = Point(step, True, None)
+        return tuple(points[s] for s in sorted(points))
+
+    def _stage_key(self, stage: Stage, points: tuple[Point, ...]) -> str:
+        h = hashlib.sha256()
+        h.update(self._digest(stage.node, stage.start).encode())
+        h.update(self._digest(stage.node, stage.stop).encode())
+        h.update(repr(points).encode())
+        return f"hippo-stage-{stage.node.owner.id[:8]}-{stage.start}-{stage.stop}-{h.hexdigest()[:16]}"
+
+    def _submit(self, chain: list[Stage], worker: str, tree: StageTree, after: _Running | None = None) -> None:
+        previous = after.future if after is not None else None
+        keys: list[str] = []
+        for stage in chain:
+            points = self._points(stage)
+            key = self._stage_key(stage, points)
+            spec = StageSpec(
+                key=key,
+                trainer_cls=self.trainer_cls,
+                config=self.config_of(stage.node.owner),
+                trial=stage.node.owner,
+                start=stage.start,
+                stop=stage.stop,
+                start_digest=self._digest(stage.node, stage.start),
+                stop_digest=self._digest(stage.node, stage.stop),
+                salt=self.salt,
+                points=points,
+                store=self.store,
+                sources=self._sources(stage),
+            )
+            deps = [previous] if previous is not None else []
+            future = self.client.submit(
+                run_stage, spec, *deps, key=key, workers=[worker], allow_other_workers=True,
+                resources={GPU: 1}, priority=int(tree.remaining(stage)), retries=0,
+            )
+            running = _Running(key, stage.node, stage.start, stage.stop, worker,
+                               {p.step: p for p in points}, future)
+            self._running[key] = running
+            self._queued.setdefault(worker, []).append(key)
+            keys.append(key)
+            future.add_done_callback(self._callback(key))
+            previous = future
+        for key in keys:
+            self._running[key].chain = keys
+        logger.info("chain of %d stages (%d steps) to %s", len(chain), sum(s.steps for s in chain), worker)
+
+    def _callback(self, key: str) -> Callable[[Any], None]:
+        loop = self.loop
+
+        def done(future: Any) -> None:  # runs in Dask's callback thread
+            try:
+                payload: tuple[str, Any, str] = ("ok", future.result(), "")
+            except BaseException as exc:  # noqa: BLE001 - handed over to the loop
+                text = ""
+                try:
+                    text = "".join(tb_module.format_tb(future.traceback()))
+                except Exception:  # noqa: BLE001
+                    pass
+                payload = ("error", exc, text)
+            try:
+                loop.call_soon_threadsafe(self._done, key, payload)
+            except RuntimeError:
+                pass  # the loop is gone: the study was closed
+
+        return done
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def _done(self, key: str, payload: tuple[str, Any, str]) -> None:
+        running = self._running.pop(key, None)
+        if running is None or self._closed:
+            return
+        status, value, text = payload
+        if status == "ok":
+            self._finished[key] = (running.future, value)
+            while len(self._finished) > _KEEP_FINISHED:
+                self._finished.popitem(last=False)
+            self._record(running, value)
+        elif not isinstance(value, asyncio.CancelledError):
+            self._stage_failed(running, value, text)
+        self.kick()
+
+    def _record(self, running: _Running, report: StageReport) -> None:
+        plan = self.plan
+        for uri, why in report.bad_checkpoints:
+            self._forget(uri, why)
+        rows = []
+        for point in report.points:
+            node = Trie.owner_of_state(running.node, point.step)
+            if point.checkpoint is not None:
+                plan.record_checkpoint(node, point.step, point.checkpoint)
+            if point.metrics is not None:
+                plan.record_metrics(node, point.step, point.metrics)
+                rows.append((node, point))
+        if report.seconds_per_step is not None:
+            plan.record_profile(running.node, report.seconds_per_step)
+        plan.flush()
+        stats = self.stats
+        stats.executed_steps += report.trained_steps
+        stats.stages += 1
+        stats.worker_seconds += report.finished - report.started
+        stats.train_seconds += report.train_seconds
+        if report.resumed_from == "memory":
+            stats.resumed_from_memory += 1
+        elif report.resumed_from == "scratch":
+            stats.started_from_scratch += 1
+        else:
+            stats.resumed_from_checkpoint += 1
+        if self.metrics is not None:
+            self._append_metrics(running, report, rows)
+        for callback in self.on_report:
+            callback(report)
+        for node, point in rows:
+            self._resolve(node, point.step)
+
+    def _append_metrics(self, running: _Running, report: StageReport, rows: list[tuple[Node, Any]]) -> None:
+        from hippo_dask.storage import MetricRow, StageRecord
+
+        assert self.metrics is not None
+        self.metrics.append([
+            MetricRow(trial=node.owner.id, step=p.step, values=p.metrics, wall_time=p.wall_time,
+                      worker=report.worker)
+            for node, p in rows
+        ])
+        self.metrics.append_stages([
+            StageRecord(node=running.node.owner.id, start_step=running.start, step=running.stop,
+                        started=report.started, finished=report.finished, worker=report.worker)
+        ])
+
+    def _resolve(self, node: Node, step: int) -> None:
+        metrics = node.metrics.get(step)
+        for waiter in self._waiters.pop((node, step), []):
+            if not waiter.done() and metrics is not None:
+                waiter.set_result(dict(metrics))
+
+    def _forget(self, uri: str, why: str) -> None:
+        for key, (_, report) in list(self._finished.items()):
+            if any(p.checkpoint == uri for p in report.points):
+                del self._finished[key]  # planned again, it must run again
+        for node in self.plan.nodes:
+            for step, known in list(node.checkpoints.items()):
+                if known == uri:
+                    self.plan.forget_checkpoint(node, step)
+                    warnings.warn(
+                        f"checkpoint {uri} was unusable ({why}); the plan forgot it and the "
+                        "work is re-derived from the nearest good state",
+                        HippoWarning,
+                        stacklevel=1,
+                    )
+
+    def _stage_failed(self, running: _Running, exc: BaseException, text: str) -> None:
+        error = TrialFailedError(
+            f"stage {running.key} failed on {running.worker}: {type(exc).__name__}: {exc}",
+            exc_type=type(exc).__name__, stage=running.key, worker_traceback=text,
+        )
+        logger.warning("%s", error)
+        for node, step in self.plan.pending():
+            if self._depends(node, step, running):
+                self._fail((node, step), error)
+
+    @staticmethod
+    def _depends(node: Node, step: int, running: _Running) -> bool:
+        """Whether the state after ``step`` along ``node``'s path needs a step the stage trains."""
+        child: Node | None = None
+        current: Node | None = node
+        while current is not None and current is not running.node:
+            child = current
+            current = current.parent
+        if current is None:
+            return False
+        reach = step if child is None else child.start
+        return reach > running.start
+
+    def _fail(self, key: tuple[Node, int], error: TrialFailedError) -> None:
+        self._failed[key] = error
+        for waiter in self._waiters.pop(key, []):
+            if not waiter.done():
+                waiter.set_exception(error)
+

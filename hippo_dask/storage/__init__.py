@@ -1,0 +1,28 @@
+"""Where a study keeps its checkpoints and metrics, on any fsspec URL.
+
+:class:`CheckpointStore` is the interface the engine uses; :class:`FsspecCheckpointStore` keeps
+atomic, checksummed checkpoint files on a local disk, ``s3://``, ``gs://``, ``memory://``, ...
+:class:`MetricsStore` appends metric rows and stage timings to a zarr v3 group, one subgroup
+per writing process, readable by other processes while a study runs.
+"""
+
+from __future__ import annotations
+
+from hippo_dask.storage._checkpoints import (
+    FORMAT_VERSION,
+    MAGIC,
+    CheckpointStore,
+    FsspecCheckpointStore,
+)
+from hippo_dask.storage._metrics import MetricRow, MetricsStore, StageRecord, new_writer_id
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "CheckpointStore",
+    "FsspecCheckpointStore",
+    "MetricRow",
+    "MetricsStore",
+    "StageRecord",
+    "new_writer_id",
+]

@@ -1,0 +1,916 @@
+"""The study's metrics store ``<root>/metrics.zarr``: append-only tables in a zarr v3 group.
+
+Workers measure; the driver appends what they measured here, in batches; the dashboard (another
+process) reads it while the study runs. Resizing an array and then writing to it is not safe
+with several writers on one array, so every writer (one :class:`MetricsStore` object, normally one
+per process) owns a subgroup named by its session id, and readers merge all subgroups::
+
+    metrics.zarr/                   group  {"hippo_dask": "metrics", "format": 1}
+      <writer>/                     group  {"writer": ..., "created": unix s, "host", "pid"}
+        metrics/                    group  {"rows": n, "names": [metric names, column order]}
+          trial      (cap,)         string   id of a trial whose path passes through the state
+          kind       (cap,)         string   "metrics" unless the caller says otherwise
+          worker     (cap,)         string   worker address or name
+          step       (cap,)         int64    fill -1
+          wall_time  (cap,)         float64  unix seconds when measured, fill NaN
+          values     (cap, width)   float64  one column per metric name, fill NaN
+        stages/                     group  {"rows": n}
+          node, status, worker      string
+          start_step, step          int64
+          started, finished         float64
+
+Only the first ``rows`` rows (the table group's ``rows`` attribute) and the first
+``len(names)`` columns of ``values`` hold data. Arrays are allocated in whole chunks of 256
+rows (``cap`` is a multiple of 256, ``width`` of 16) and every append rewrites whole chunks from
+the writer's in-memory copy of the last partial chunk, so an append costs one write per array
+(plus a resize only when a chunk boundary is crossed) and one write of the table's
+``zarr.json`` last, which is the commit: a reader that sees ``rows == n`` finds the first ``n``
+rows written in every array. Readers still take the smallest of ``rows`` and the arrays'
+lengths, so an array caught between resize and write never yields fill values.
+
+Strings are zarr v3 ``string`` arrays (variable-length UTF-8, codec ``vlen-utf8``): zarr 3.1
+stores them without warnings and returns numpy ``StringDType`` arrays, readable by any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Literal, TypeVar
+
+import fsspec
+import numpy as np
+import numpy.typing as npt
+import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+from fsspec.implementations.local import LocalFileSystem
+from zarr import AsyncArray, AsyncGroup
+from zarr.core.sync import sync as _zarr_sync
+from zarr.dtype import VariableLengthUTF8
+from zarr.errors import ContainsGroupError
+from zarr.storage import FsspecStore, LocalStore, StorePath
+
+from hippo_dask.errors import StorageError
+
+__all__ = ["MetricRow", "MetricsStore", "StageRecord", "new_writer_id"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Kind = Literal["str", "int", "float"]
+
+CHUNK_ROWS: Final = 256
+"""Rows per chunk of every array."""
+CHUNK_COLUMNS: Final = 16
+"""Metric columns per chunk of the ``values`` array (its width grows in these steps)."""
+FORMAT: Final = 1
+"""Version of the layout, in the root group's attributes."""
+
+BASE_COLUMNS: Final = ("trial", "step", "wall_time", "worker", "writer", "kind")
+"""Columns of :meth:`MetricsStore.read` before the metric columns; no metric may use these."""
+STAGE_COLUMNS: Final = (
+    "node", "start_step", "step", "started", "finished", "worker", "status", "writer"
+)
+"""Columns of :meth:`MetricsStore.read_stages`."""
+
+_WRITER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_SECRET_KEY_RE = re.compile(r"key|secret|token|password|passwd|credential|session", re.I)
+_USERINFO_RE = re.compile(r"(?<=://)[^/@\s]+@")
+_MAX_READ_ATTEMPTS: Final = 3
+# what opening a node that is not there (yet) raises; zarr's NodeNotFoundError is among them
+_MISSING: Final = (FileNotFoundError, KeyError)
+
+
+def new_writer_id() -> str:
+    """A session id unique per process: nanosecond clock, then 8 random hex digits.
+
+    Ids sort in the order their sessions began, so readers list writers oldest first.
+    """
+    return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _check_text(owner: str, name: str, value: object, *, empty: bool = False) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{owner}.{name} must be a str, not {type(value).__name__}")
+    if not empty and not value:
+        raise ValueError(f"{owner}.{name} must not be empty")
+
+
+def _check_step(owner: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}.{name} must be an int, not {type(value).__name__}")
+    step = int(value)
+    if step < 0:
+        raise ValueError(f"{owner}.{name} must be >= 0, got {step}")
+    return step
+
+
+def _check_time(owner: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}.{name} must be a number, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{owner}.{name} must be finite, got {seconds}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """Metrics measured at one step of one state, reported for one trial through it.
+
+    Parameters
+    ----------
+    trial
+        Id of a trial whose path passes through the measured state (a state shared by several
+        trials is reported once per trial that asks for it).
+    step
+        The step the state was trained to (>= 0).
+    values
+        Metric name -> value. NaN and infinities are kept as they are. A name must not be one
+        of :data:`BASE_COLUMNS`.
+    wall_time
+        Unix seconds when the values were measured.
+    worker
+        Address or name of the worker that measured them.
+    kind
+        A label for the row (``"metrics"``; a caller may use e.g. ``"train"`` / ``"eval"``).
+        Stage timings are :class:`StageRecord` objects, not rows of this kind.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a field of the wrong type or out of range.
+    """
+
+    trial: str
+    step: int
+    values: Mapping[str, float]
+    wall_time: float
+    worker: str
+    kind: str = "metrics"
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        _check_text(owner, "trial", self.trial)
+        _check_text(owner, "worker", self.worker, empty=True)
+        _check_text(owner, "kind", self.kind)
+        object.__setattr__(self, "step", _check_step(owner, "step", self.step))
+        object.__setattr__(self, "wall_time", _check_time(owner, "wall_time", self.wall_time))
+        if not isinstance(self.values, Mapping):
+            raise TypeError(f"{owner}.values must be a mapping, not {type(self.values).__name__}")
+        values: dict[str, float] = {}
+        for name, value in self.values.items():
+            _check_text(owner, "values key", name)
+            if name in BASE_COLUMNS:
+                raise ValueError(f"{owner}.values: metric name {name!r} is reserved")
+            if isinstance(value, bool) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
+                raise TypeError(
+                    f"{owner}.values[{name!r}] must be a number, not {type(value).__name__}"
+                )
+            values[name] = float(value)
+        object.__setattr__(self, "values", MappingProxyType(values))
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """When one stage ran, on which worker: a bar of the Gantt chart of worker lanes.
+
+    Parameters
+    ----------
+    node
+        Id of the plan node the stage trained.
+    start_step
+        The step the stage started from (0 when trained from scratch).
+    step
+        The step it stopped at (>= ``start_step``).
+    started, finished
+        Unix seconds (the worker's clock) when it started and finished.
+    worker
+        Address or name of the worker that ran it.
+    status
+        ``"done"``, or how it ended otherwise (``"failed"``, ``"cancelled"``, ...).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a field of the wrong type or out of range.
+    """
+
+    kind: ClassVar[str] = "stage"
+
+    node: str
+    start_step: int
+    step: int
+    started: float
+    finished: float
+    worker: str
+    status: str = "done"
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        _check_text(owner, "node", self.node)
+        _check_text(owner, "worker", self.worker, empty=True)
+        _check_text(owner, "status", self.status)
+        start = _check_step(owner, "start_step", self.start_step)
+        stop = _check_step(owner, "step", self.step)
+        if stop < start:
+            raise ValueError(f"{owner}: step {stop} is before start_step {start}")
+        object.__setattr__(self, "start_step", start)
+        object.__setattr__(self, "step", stop)
+        object.__setattr__(self, "started", _check_time(owner, "started", self.started))
+        object.__setattr__(self, "finished", _check_time(owner, "finished", self.finished))
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class _TableSpec:
+    """One append-only table in a writer's subgroup."""
+
+    name: str
+    columns: tuple[tuple[str, Kind], ...]
+    matrix: bool = False  # a float64 "values" array whose column names are in attrs["names"]
+
+
+_METRICS: Final = _TableSpec(
+    "metrics",
+    (("trial", "str"), ("kind", "str"), ("worker", "str"), ("step", "int"), ("wall_time", "float")),
+    matrix=True,
+)
+_STAGES: Final = _TableSpec(
+    "stages",
+    (
+        ("node", "str"),
+        ("status", "str"),
+        ("worker", "str"),
+        ("start_step", "int"),
+        ("step", "int"),
+        ("started", "float"),
+        ("finished", "float"),
+    ),
+)
+_MATRIX: Final = "values"
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _blank(kind: Kind, n: int) -> npt.NDArray[Any]:
+    """``n`` fill values of a column of ``kind`` (also the arrays' fill values)."""
+    if kind == "str":
+        return np.full(n, "", dtype=object)
+    if kind == "int":
+        return np.full(n, -1, dtype=np.int64)
+    return np.full(n, np.nan, dtype=np.float64)
+
+
+_NUMPY: Final[dict[str, Any]] = {"str": object, "int": np.int64, "float": np.float64}
+
+
+def _zarr_dtype(kind: Kind) -> Any:
+    if kind == "str":
+        return VariableLengthUTF8()
+    return "int64" if kind == "int" else "float64"
+
+
+def _fill(kind: Kind) -> Any:
+    return {"str": "", "int": -1, "float": float("nan")}[kind]
+
+
+async def _gather(jobs: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``jobs`` concurrently; once all have ended, raise the first error if any failed."""
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+class _TableWriter:
+    """This writer's side of one table: what is committed and the last partial chunk."""
+
+    def __init__(self, spec: _TableSpec) -> None:
+        self.spec = spec
+        self.group: AsyncGroup | None = None
+        self.arrays: dict[str, AsyncArray[Any]] = {}
+        self.rows = 0
+        self.names: list[str] = []
+        # rows [chunk start of self.rows, self.rows) of every array, and of the matrix
+        self.tail: dict[str, npt.NDArray[Any]] = {n: _blank(k, 0) for n, k in spec.columns}
+        self.tail_matrix: npt.NDArray[np.float64] = np.empty((0, 0))
+
+    async def open(self, store: LocalStore | FsspecStore, writer: str) -> None:
+        """Create the table (and the root and writer groups), or resume one this writer left."""
+        path = f"{writer}/{self.spec.name}"
+        try:
+            group = await AsyncGroup.open(StorePath(store, path), zarr_format=3)
+        except _MISSING:
+            group = None
+        if group is not None and int(group.attrs.get("rows", 0)) > 0:
+            await self._resume(store, group, path)
+            return
+        await _ensure_root(store)
+        try:
+            await AsyncGroup.open(StorePath(store, writer), zarr_format=3)
+        except _MISSING:
+            await AsyncGroup.from_store(
+                StorePath(store, writer),
+                zarr_format=3,
+                attributes={
+                    "writer": writer,
+                    "created": time.time(),
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                },
+            )
+            logger.info("metrics store: writer %s created", writer)
+        attrs: dict[str, Any] = {"rows": 0, "names": []} if self.spec.matrix else {"rows": 0}
+        group = await AsyncGroup.from_store(
+            StorePath(store, path), zarr_format=3, attributes=attrs, overwrite=True
+        )
+        jobs = [
+            group.create_array(
+                name,
+                shape=(0,),
+                chunks=(CHUNK_ROWS,),
+                dtype=_zarr_dtype(kind),
+                fill_value=_fill(kind),
+                overwrite=True,
+            )
+            for name, kind in self.spec.columns
+        ]
+        if self.spec.matrix:
+            jobs.append(
+                group.create_array(
+                    _MATRIX,
+                    shape=(0, 0),
+                    chunks=(CHUNK_ROWS, CHUNK_COLUMNS),
+                    dtype="float64",
+                    fill_value=float("nan"),
+                    overwrite=True,
+                )
+            )
+        arrays = await _gather(jobs)
+        self.arrays = {str(a.basename): a for a in arrays}
+        self.group = group
+
+    async def _resume(self, store: LocalStore | FsspecStore, group: AsyncGroup, path: str) -> None:
+        names = [name for name, _ in self.spec.columns] + ([_MATRIX] if self.spec.matrix else [])
+        arrays = await _gather(
+            AsyncArray.open(StorePath(store, f"{path}/{name}"), zarr_format=3) for name in names
+        )
+        self.arrays = dict(zip(names, arrays, strict=True))
+        self.rows = int(group.attrs["rows"])
+        self.names = [str(n) for n in group.attrs.get("names", [])]
+        start = self.rows // CHUNK_ROWS * CHUNK_ROWS
+        tails = await _gather(a.getitem(slice(start, self.rows)) for a in arrays)
+        for (name, kind), tail in zip(self.spec.columns, tails, strict=False):
+            self.tail[name] = np.asarray(tail, dtype=object if kind == "str" else None)
+        if self.spec.matrix:
+            self.tail_matrix = np.asarray(tails[-1], dtype=np.float64)
+        self.group = group
+        logger.info("metrics store: resumed %s at %d rows", path, self.rows)
+
+    async def append(
+        self,
+        columns: Mapping[str, npt.NDArray[Any]],
+        names: list[str],
+        matrix: npt.NDArray[np.float64] | None,
+    ) -> None:
+        """Append a batch: rewrite whole chunks from the last partial one, then commit."""
+        assert self.group is not None
+        batch = len(next(iter(columns.values())))
+        n0, n1 = self.rows, self.rows + batch
+        first = n0 // CHUNK_ROWS * CHUNK_ROWS  # start of the chunk that gets the first new row
+        capacity = _round_up(n1, CHUNK_ROWS)
+        blocks: dict[str, npt.NDArray[Any]] = {}
+        jobs = []
+        for name, kind in self.spec.columns:
+            block = _blank(kind, capacity - first)
+            block[: n0 - first] = self.tail[name]
+            block[n0 - first : n1 - first] = columns[name]
+            blocks[name] = block
+            jobs.append(_write(self.arrays[name], (capacity,), (slice(first, capacity),), block))
+        width = 0
+        if self.spec.matrix:
+            assert matrix is not None
+            array = self.arrays[_MATRIX]
+            width = max(int(array.shape[1]), _round_up(len(names), CHUNK_COLUMNS))
+            square = np.full((capacity - first, width), np.nan)
+            square[: n0 - first, : self.tail_matrix.shape[1]] = self.tail_matrix
+            square[n0 - first : n1 - first, : len(names)] = matrix
+            blocks[_MATRIX] = square
+            selection = (slice(first, capacity), slice(0, width))
+            jobs.append(_write(array, (capacity, width), selection, square))
+        await _gather(jobs)
+        attrs: dict[str, Any] = {"rows": n1}
+        if self.spec.matrix:
+            attrs["names"] = list(names)
+        self.group = await self.group.update_attributes(attrs)  # the commit
+        self.rows = n1
+        self.names = list(names)
+        last = n1 // CHUNK_ROWS * CHUNK_ROWS - first
+        for name, _ in self.spec.columns:
+            self.tail[name] = blocks[name][last : n1 - first].copy()
+        if self.spec.matrix:
+            self.tail_matrix = blocks[_MATRIX][last : n1 - first].copy()
+
+
+async def _write(
+    array: AsyncArray[Any],
+    shape: tuple[int, ...],
+    selection: tuple[slice, ...],
+    block: npt.NDArray[Any],
+) -> None:
+    if tuple(array.shape) != shape:
+        await array.resize(shape)
+    await array.setitem(selection, block)
+
+
+async def _ensure_root(store: LocalStore | FsspecStore) -> None:
+    """Open or create the root group; safe when several processes create it at once."""
+    root = StorePath(store, "")
+    try:
+        await AsyncGroup.open(root, zarr_format=3)
+        return
+    except _MISSING:
+        pass
+    try:
+        await AsyncGroup.from_store(
+            root, zarr_format=3, attributes={"hippo_dask": "metrics", "format": FORMAT}
+        )
+    except ContainsGroupError:  # another process created it between our check and our write
+        pass
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Cached:
+    """Rows of one writer's table already read (committed rows never change), and its arrays.
+
+    The arrays' metadata is reread only when the committed rows (or metric names) outgrow the
+    shapes last seen, that is once per 256 rows: most reads cost a listing, the table's
+    ``zarr.json`` and the new chunks.
+    """
+
+    rows: int = 0
+    frame: pd.DataFrame | None = None
+    arrays: list[AsyncArray[Any]] | None = None
+
+
+@dataclass
+class _NewRows:
+    """What one read of one writer's table found beyond the cached rows."""
+
+    rows: int
+    arrays: list[AsyncArray[Any]] | None = None
+    columns: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    matrix: npt.NDArray[np.float64] | None = None
+
+
+def _too_small(arrays: list[AsyncArray[Any]], rows: int, width: int) -> bool:
+    return any(int(a.shape[0]) < rows for a in arrays) or int(arrays[-1].shape[-1]) < width
+
+
+async def _read_new(
+    store: LocalStore | FsspecStore,
+    writer: str,
+    spec: _TableSpec,
+    have: int,
+    arrays: list[AsyncArray[Any]] | None = None,
+) -> _NewRows | None:
+    """Rows ``have..`` of ``writer``'s table; ``None`` while the table does not exist (yet).
+
+    ``arrays`` are the table's arrays as opened by an earlier read, if any.
+    """
+    path = f"{writer}/{spec.name}"
+    try:
+        group = await AsyncGroup.open(StorePath(store, path), zarr_format=3)
+    except _MISSING:
+        return None
+    rows = int(group.attrs.get("rows", 0))
+    names = [str(n) for n in group.attrs.get("names", [])]
+    if rows <= have:
+        return _NewRows(rows=rows, arrays=arrays)
+    if arrays is None or _too_small(arrays, rows, len(names) if spec.matrix else 0):
+        wanted = [name for name, _ in spec.columns] + ([_MATRIX] if spec.matrix else [])
+        try:
+            arrays = await _gather(
+                AsyncArray.open(StorePath(store, f"{path}/{name}"), zarr_format=3)
+                for name in wanted
+            )
+        except _MISSING:  # committed rows imply the arrays; be lenient all the same
+            return _NewRows(rows=have)
+    # the commit follows the writes, so every array holds ``rows`` rows; a shorter array
+    # (caught between resize and write by a writer that does not follow that order) bounds it
+    stop = min([rows] + [int(a.shape[0]) for a in arrays])
+    if stop <= have:
+        return _NewRows(rows=have, arrays=arrays)
+    jobs = [a.getitem(slice(have, stop)) for a in arrays[: len(spec.columns)]]
+    width = 0
+    if spec.matrix:
+        width = min(len(names), int(arrays[-1].shape[1]))
+        jobs.append(arrays[-1].getitem((slice(have, stop), slice(0, width))))
+    data = await _gather(jobs)
+    found = _NewRows(rows=stop, arrays=arrays, names=names[:width])
+    for (name, kind), values in zip(spec.columns, data, strict=False):
+        found.columns[name] = np.asarray(values, dtype=_NUMPY[kind])
+    if spec.matrix:
+        found.matrix = np.asarray(data[-1], dtype=np.float64).reshape(stop - have, width)
+    return found
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class MetricsStore:
+    """Append-only metrics and stage timings of a study, readable while it runs.
+
+    Parameters
+    ----------
+    url
+        ``<root>/metrics.zarr`` on any fsspec URL: a local path, ``file://``, ``s3://``,
+        ``memory://``, ...
+    storage_options
+        Passed to fsspec (credentials, ``endpoint_url``); never written anywhere nor shown in
+        error messages.
+    writer
+        This writer's subgroup name; by default a fresh :func:`new_writer_id`. Give the id of a
+        writer that is gone to continue its tables; never give one that another live object
+        writes to.
+
+    Notes
+    -----
+    Nothing is written before the first append; reading a store nobody wrote yet gives empty
+    frames. One object may be used from several threads. Every storage failure raises
+    :class:`~hippo_dask.errors.StorageError` naming the URL and the cause.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        writer: str | None = None,
+    ) -> None:
+        self.url = url
+        self._options = dict(storage_options or {})
+        self._secrets = sorted(_secret_values(self._options), key=len, reverse=True)
+        if writer is None:
+            writer = new_writer_id()
+        if not isinstance(writer, str) or not _WRITER_RE.fullmatch(writer):
+            raise ValueError(
+                f"writer id {writer!r} must be 1-200 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        self.writer = writer
+        try:
+            fs, path = fsspec.core.url_to_fs(url, **self._options)
+            if isinstance(fs, LocalFileSystem):
+                # zarr's LocalStore writes atomically (temporary file + rename); fsspec's local
+                # files do not, and a reader could see a half-written chunk
+                self._store: LocalStore | FsspecStore = LocalStore(path)
+            else:
+                options = dict(self._options)
+                if fsspec.utils.get_protocol(url) in ("s3", "s3a"):
+                    # s3fs's default (10) sends a HEAD before every GET to decide whether to
+                    # fetch in parallel ranges: twice the round trips for our small objects
+                    options.setdefault("max_concurrency", 1)
+                self._store = FsspecStore.from_url(url, storage_options=options)
+        except (ImportError, ValueError, TypeError) as exc:
+            raise StorageError(self._message("open", exc)) from exc
+        self._lock = threading.RLock()
+        self._tables = {spec.name: _TableWriter(spec) for spec in (_METRICS, _STAGES)}
+        self._cache: dict[tuple[str, str], _Cached] = {}
+
+    def __repr__(self) -> str:
+        return f"MetricsStore({_redact_url(self.url)!r}, writer={self.writer!r})"
+
+    # -- writing
+
+    def append(self, rows: Sequence[MetricRow]) -> None:
+        """Append metric rows as one batch (one write per array, then one commit).
+
+        Parameters
+        ----------
+        rows
+            The rows, in the order they should be stored. Metric names not seen before by this
+            writer become new columns (earlier rows read NaN there).
+
+        Raises
+        ------
+        TypeError
+            If an item is not a :class:`MetricRow`.
+        StorageError
+            If the storage could not be written. Readers see the batch whole or not at all,
+            and appending the same batch again stores it once (it lands on the same rows).
+        """
+        rows = list(rows)
+        for row in rows:
+            if not isinstance(row, MetricRow):
+                raise TypeError(f"append() takes MetricRow objects, not {type(row).__name__}")
+        if not rows:
+            return
+        with self._lock:
+            table = self._open(self._tables[_METRICS.name])
+            names = list(table.names)
+            index = {name: j for j, name in enumerate(names)}
+            for row in rows:
+                for name in row.values:
+                    if name not in index:
+                        index[name] = len(names)
+                        names.append(name)
+            matrix = np.full((len(rows), len(names)), np.nan)
+            for i, row in enumerate(rows):
+                for name, value in row.values.items():
+                    matrix[i, index[name]] = value
+            columns = {
+                "trial": np.array([r.trial for r in rows], dtype=object),
+                "kind": np.array([r.kind for r in rows], dtype=object),
+                "worker": np.array([r.worker for r in rows], dtype=object),
+                "step": np.array([r.step for r in rows], dtype=np.int64),
+                "wall_time": np.array([r.wall_time for r in rows], dtype=np.float64),
+            }
+            self._append(table, columns, names, matrix)
+
+    def append_stages(self, records: Sequence[StageRecord]) -> None:
+        """Append stage timing records as one batch.
+
+        Parameters
+        ----------
+        records
+            The records, in the order they should be stored.
+
+        Raises
+        ------
+        TypeError
+            If an item is not a :class:`StageRecord`.
+        StorageError
+            If the storage could not be written; appending the same batch again stores it
+            once.
+        """
+        records = list(records)
+        for record in records:
+            if not isinstance(record, StageRecord):
+                raise TypeError(
+                    f"append_stages() takes StageRecord objects, not {type(record).__name__}"
+                )
+        if not records:
+            return
+        with self._lock:
+            columns: dict[str, npt.NDArray[Any]] = {}
+            for name, kind in _STAGES.columns:
+                columns[name] = np.array([getattr(r, name) for r in records], dtype=_NUMPY[kind])
+            self._append(self._open(self._tables[_STAGES.name]), columns, [], None)
+
+    def _open(self, table: _TableWriter) -> _TableWriter:
+        """``table``, created (or resumed) in storage on first use."""
+        if table.group is None:
+            self._run(
+                table.open(self._store, self.writer),
+                f"create {table.spec.name} of writer {self.writer}",
+            )
+        return table
+
+    def _append(
+        self,
+        table: _TableWriter,
+        columns: Mapping[str, npt.NDArray[Any]],
+        names: list[str],
+        matrix: npt.NDArray[np.float64] | None,
+    ) -> None:
+        started = time.perf_counter()
+        self._run(
+            table.append(columns, names, matrix),
+            f"append to {table.spec.name} of writer {self.writer}",
+        )
+        logger.debug(
+            "metrics store: %d %s rows appended in %.1f ms",
+            len(next(iter(columns.values()))),
+            table.spec.name,
+            (time.perf_counter() - started) * 1e3,
+        )
+
+    # -- reading
+
+    def read(self) -> pd.DataFrame:
+        """All metric rows of all writers.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``trial, step, wall_time, worker, writer, kind``, then one float column per
+            metric name (in order of first appearance, writers taken oldest first), NaN where a
+            row has no value for that metric. Sorted by ``wall_time`` then ``step``, index
+            ``0..n-1``. Rows a writer is appending at the moment are either all in or all out.
+
+        Raises
+        ------
+        StorageError
+            If the storage could not be read.
+        """
+        frames = self._read(_METRICS)
+        if not frames:
+            return _empty_metrics()
+        frame = pd.concat(frames, ignore_index=True, sort=False)
+        return frame.sort_values(["wall_time", "step"], kind="stable", ignore_index=True)
+
+    def read_stages(self) -> pd.DataFrame:
+        """All stage timing records of all writers.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`STAGE_COLUMNS`, sorted by ``started`` then ``node``.
+
+        Raises
+        ------
+        StorageError
+            If the storage could not be read.
+        """
+        frames = self._read(_STAGES)
+        if not frames:
+            return _empty_stages()
+        frame = pd.concat(frames, ignore_index=True, sort=False)
+        return frame.sort_values(["started", "node"], kind="stable", ignore_index=True)
+
+    def writers(self) -> list[str]:
+        """Ids of the writers that have a subgroup, oldest first.
+
+        Raises
+        ------
+        StorageError
+            If the storage could not be listed.
+        """
+        return self._run(self._list_writers(), "list writers")
+
+    def _forget_listing(self) -> None:
+        """Drop fsspec's cached listing of the root (s3fs & co. cache listings).
+
+        A reader must see writers that appeared since its last listing, and a cached listing
+        must not make zarr's "exists?" checks (answered from that cache by s3fs) miss files
+        that other processes wrote since.
+        """
+        if isinstance(self._store, FsspecStore):
+            invalidate = getattr(self._store.fs, "invalidate_cache", None)
+            if invalidate is not None:
+                invalidate(self._store.path)
+
+    async def _list_writers(self) -> list[str]:
+        self._forget_listing()
+        try:
+            names = [name async for name in self._store.list_dir("")]
+        finally:
+            self._forget_listing()
+        return sorted(
+            name
+            for name in (n.rstrip("/").rsplit("/", 1)[-1] for n in names)
+            if _WRITER_RE.fullmatch(name) and name != "zarr.json" and not name.endswith(".partial")
+        )
+
+    def _read(self, spec: _TableSpec) -> list[pd.DataFrame]:
+        with self._lock:
+            writers = self._run(self._list_writers(), f"list writers to read {spec.name}")
+            cached = [self._cache.setdefault((w, spec.name), _Cached()) for w in writers]
+
+            async def one(
+                writer: str, have: int, arrays: list[AsyncArray[Any]] | None
+            ) -> _NewRows | None:
+                for attempt in range(1, _MAX_READ_ATTEMPTS + 1):
+                    try:
+                        return await _read_new(self._store, writer, spec, have, arrays)
+                    except (ValueError, RuntimeError) as exc:
+                        # undecodable metadata or chunk: half-written on a store whose writes
+                        # are not atomic; the next try usually sees it whole
+                        if attempt == _MAX_READ_ATTEMPTS:
+                            logger.warning(
+                                "metrics store %s: %s of writer %s unreadable, skipped (%s: %s)",
+                                _redact_url(self.url),
+                                spec.name,
+                                writer,
+                                type(exc).__name__,
+                                self._redact(str(exc)),
+                            )
+                            return _NewRows(rows=have, arrays=arrays)  # keep what was read
+                        await asyncio.sleep(0.01 * attempt)
+                return None  # pragma: no cover - the loop always returns
+
+            async def every() -> list[_NewRows | None]:
+                return await _gather(
+                    one(w, c.rows, c.arrays) for w, c in zip(writers, cached, strict=True)
+                )
+
+            found = self._run(every(), f"read {spec.name}")
+            frames = []
+            for writer, cache, new in zip(writers, cached, found, strict=True):
+                if new is None and cache.rows:  # the table is gone: the store was replaced
+                    cache.rows, cache.frame, cache.arrays = 0, None, None
+                if new is not None and new.rows < cache.rows:  # the store was replaced
+                    logger.warning("metrics store: writer %s shrank; reading it again", writer)
+                    cache.rows, cache.frame = 0, None
+                    new = self._run(_read_new(self._store, writer, spec, 0), f"read {spec.name}")
+                if new is not None:
+                    cache.arrays = new.arrays
+                if new is not None and new.rows > cache.rows and new.columns:
+                    part = _frame(spec, writer, new)
+                    cache.frame = (
+                        part
+                        if cache.frame is None
+                        else pd.concat([cache.frame, part], ignore_index=True, sort=False)
+                    )
+                    cache.rows = new.rows
+                if cache.frame is not None:
+                    frames.append(cache.frame)
+            return frames
+
+    # -- errors
+
+    def _run(self, coro: Coroutine[Any, Any, T], action: str) -> T:
+        try:
+            return _zarr_sync(coro)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(self._message(action, exc)) from exc
+
+    def _redact(self, text: str) -> str:
+        text = _USERINFO_RE.sub("***@", text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _message(self, action: str, exc: BaseException) -> str:
+        cause = self._redact(str(exc)) or "(no message)"
+        return (
+            f"metrics store {_redact_url(self.url)}: cannot {action}: "
+            f"{type(exc).__name__}: {cause}"
+        )
+
+
+def _frame(spec: _TableSpec, writer: str, new: _NewRows) -> pd.DataFrame:
+    """A data frame of rows read from one writer's table."""
+    data: dict[str, Any] = dict(new.columns)
+    data["writer"] = np.full(len(next(iter(new.columns.values()))), writer, dtype=object)
+    if spec.matrix:
+        columns: list[str] = list(BASE_COLUMNS)
+        assert new.matrix is not None
+        for j, name in enumerate(new.names):
+            data[name] = new.matrix[:, j]
+        columns += new.names
+    else:
+        columns = list(STAGE_COLUMNS)
+    return pd.DataFrame(data, columns=columns)
+
+
+def _empty_metrics() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "trial": pd.Series([], dtype="str"),
+            "step": pd.Series([], dtype=np.int64),
+            "wall_time": pd.Series([], dtype=np.float64),
+            "worker": pd.Series([], dtype="str"),
+            "writer": pd.Series([], dtype="str"),
+            "kind": pd.Series([], dtype="str"),
+        }
+    )
+
+
+def _empty_stages() -> pd.DataFrame:
+    kinds = dict(_STAGES.columns) | {"writer": "str"}
+    dtypes: dict[str, Any] = {"str": "str", "int": np.int64, "float": np.float64}
+    return pd.DataFrame({c: pd.Series([], dtype=dtypes[kinds[c]]) for c in STAGE_COLUMNS})
+
+
+def _secret_values(options: Mapping[str, Any], secret: bool = False) -> set[str]:
+    """String values under credential-like keys of (nested) storage options."""
+    found: set[str] = set()
+    for key, value in options.items():
+        is_secret = secret or bool(_SECRET_KEY_RE.search(str(key)))
+        if isinstance(value, Mapping):
+            found |= _secret_values(value, is_secret)
+        elif is_secret and isinstance(value, str) and len(value) >= 4:
+            found.add(value)
+    return found
+
+
+def _redact_url(url: str) -> str:
+    return _USERINFO_RE.sub("***@", url)

@@ -1,0 +1,428 @@
+"""Study: one tuning job over a trainer, a storage root and a tuner.
+
+``Study("digits-cnn", DigitsTrainer, storage="./hippo-runs")`` keeps its search plan, checkpoints
+and metrics under ``<storage>/<name>/``. Studies with the same name on the same storage share one
+plan, so a second study (or the same script run again after a crash) reuses everything the
+first trained: rerunning is how you resume.
+
+``tune`` blocks in scripts; ``await tune_async(...)`` runs in a notebook's event loop. Both drive
+a tuner, whose only way in is ``await study.train(trial, steps)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import inspect
+import logging
+import math
+import re
+import time
+import weakref
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hippo_dask.errors import HippoError, InvalidTrialError
+from hippo_dask.execution import Driver, RunStats, TrialFailedError
+from hippo_dask.plan import SearchPlan
+from hippo_dask.trainer import Trainer
+from hippo_dask.trial import Trial
+
+if TYPE_CHECKING:
+    import distributed
+    import pandas as pd
+
+    from hippo_dask.tuners import Tuner
+
+__all__ = ["Result", "Study", "StudyStats", "TrialResult"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Fixed values the engine adds to every trial it puts in the plan; the trainer never sees them.
+CODE_KEY = "_hippo_code"
+ISOLATE_KEY = "_hippo_isolate"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _fingerprint(trainer_cls: type[Trainer], version: str | None) -> str:
+    """What identifies the trainer's code: ``version`` if given, else a hash of its source."""
+    if version is not None:
+        return f"{trainer_cls.__qualname__}:v:{version}"
+    try:
+        source = inspect.getsource(trainer_cls)
+    except (OSError, TypeError):
+        source = f"{trainer_cls.__module__}.{trainer_cls.__qualname__}"
+    return f"{trainer_cls.__qualname__}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, even under a running loop (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hippo-tune") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+@dataclass
+class TrialResult:
+    """One trial of a run: its configuration, the steps it reached, metrics or error."""
+
+    trial: Trial
+    steps: int
+    status: str
+    metrics: dict[str, float] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Fixed values and sequences, by name."""
+        return self.trial.config
+
+
+@dataclass(frozen=True)
+class StudyStats:
+    """What one ``tune`` run asked for, what it trained, and what sharing saved.
+
+    ``requested_steps`` is what a trial-by-trial run would train (each trial's longest
+    request); ``unique_steps`` what remains after merging shared prefixes; ``executed_steps``
+    what this run actually trained (less when an earlier run left checkpoints, more if a lost
+    worker or a bad checkpoint forced retraining). ``trial_by_trial_seconds`` estimates a
+    trial-by-trial run from the measured seconds per step of every node on each trial's path.
+    The ``stages_*`` counts say where stages got their starting state: from the previous stage
+    of their chain in the worker's memory, from a checkpoint, or from scratch.
+    """
+
+    trials: int
+    requested_steps: int
+    unique_steps: int
+    merge_rate: float
+    executed_steps: int
+    stages: int
+    worker_seconds: float
+    trial_by_trial_seconds: float
+    wall_seconds: float
+    stages_resumed_in_memory: int = 0
+    stages_resumed_from_checkpoint: int = 0
+    stages_from_scratch: int = 0
+
+    @property
+    def saved_seconds(self) -> float:
+        """Worker-seconds a trial-by-trial run would have spent beyond this one."""
+        return self.trial_by_trial_seconds - self.worker_seconds
+
+
+@dataclass
+class Result:
+    """The outcome of ``study.tune``: every trial, the best one, and the savings."""
+
+    trials: pd.DataFrame
+    best: TrialResult | None
+    stats: StudyStats
+    records: list[TrialResult] = field(repr=False, default_factory=list)
+
+
+class _Run:
+    """The requests of one ``tune`` call, for its result and statistics."""
+
+    def __init__(self, tuner: Tuner | None) -> None:
+        self.tuner = tuner
+        self.records: dict[str, TrialResult] = {}
+        self.started = time.time()
+        self.fatal: BaseException | None = None
+
+    def record(self, trial: Trial, steps: int, metrics: dict[str, float] | None,
+               error: BaseException | None) -> None:
+        old = self.records.get(trial.id)
+        if old is not None and old.steps > steps:
+            return  # an earlier rung of a longer request does not replace it
+        result = TrialResult(trial, steps, "done" if error is None else "failed", metrics)
+        if error is not None:
+            result.error = str(error)
+            result.error_type = getattr(error, "exc_type", type(error).__name__)
+            result.traceback = getattr(error, "worker_traceback", None)
+            if isinstance(error, asyncio.CancelledError):
+                result.status = "cancelled"
+        self.records[trial.id] = result
+
+
+class Study:
+    """A tuning job: a trainer, a storage root, and the search plan they share.
+
+    Parameters
+    ----------
+    name
+        The study's name; studies with the same name on the same storage share one plan.
+    trainer_cls
+        A :class:`~hippo_dask.Trainer` subclass.
+    storage
+        Root URL (local path, ``s3://bucket/prefix``, ...); the study lives in
+        ``<storage>/<name>/`` with ``plan/``, ``ckpt/`` and ``metrics.zarr``.
+    client
+        A ``distributed.Client`` whose workers advertise ``GPU``; ``None`` starts an embedded
+        local cluster (:func:`hippo_dask.cluster.local`) on first use.
+    eval_every
+        Also record metrics every that many steps, for learning curves.
+    sharing
+        ``False`` trains every trial from scratch on the same machinery (the honest baseline,
+        Hippo's "Hippo-trial"); it never reuses the shared runs' work.
+    storage_options
+        Passed to fsspec (credentials, ``endpoint_url``); never written to storage or logs.
+    version
+        Declares the trainer's code version. By default a hash of the trainer's source: edited
+        code does not reuse checkpoints or metrics of the old code. Pass the same ``version``
+        to declare an edit compatible.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        trainer_cls: type[Trainer],
+        storage: str = "./hippo-runs",
+        *,
+        client: distributed.Client | None = None,
+        eval_every: int | None = None,
+        sharing: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        version: str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise HippoError(
+                f"Study: `name` must be letters, digits, '.', '_' or '-' (it names a folder), "
+                f"got {name!r}"
+            )
+        if not (isinstance(trainer_cls, type) and issubclass(trainer_cls, Trainer)):
+            raise HippoError(
+                f"Study: `trainer_cls` must be a subclass of hippo_dask.Trainer, got {trainer_cls!r}"
+            )
+        if eval_every is not None and (
+            isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1
+        ):
+            raise HippoError(f"Study: `eval_every` must be an int >= 1 or None, got {eval_every!r}")
+        self.name = name
+        self.trainer_cls = trainer_cls
+        self.storage = str(storage)
+        self.root = f"{self.storage.rstrip('/')}/{name}"
+        self.sharing = bool(sharing)
+        self.eval_every = eval_every
+        self.storage_options = dict(storage_options or {})
+        self.fingerprint = _fingerprint(trainer_cls, version)
+        self.plan = SearchPlan.open(self.root, self.storage_options)
+        from hippo_dask.storage import FsspecCheckpointStore, MetricsStore
+
+        self.checkpoints = FsspecCheckpointStore(f"{self.root}/ckpt", self.storage_options)
+        self.metrics_store = MetricsStore(f"{self.root}/metrics.zarr", self.storage_options)
+        self._client = client
+        self._driver: Driver | None = None
+        self._run: _Run | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # -- the cluster --------------------------------------------------------------------------
+
+    @property
+    def client(self) -> distributed.Client:
+        """The Dask client (the embedded cluster's, started on first use)."""
+        if self._client is None:
+            from hippo_dask.cluster import local
+
+            self._client = local()
+            self._finalizer = weakref.finalize(self, _close_client, self._client)
+        if getattr(self._client, "asynchronous", False):
+            raise HippoError(
+                "Study needs a synchronous distributed.Client (Client(...) without "
+                "asynchronous=True); `await study.tune_async(...)` works with it in notebooks"
+            )
+        return self._client
+
+    def close(self) -> None:
+        """Flush the plan and stop the embedded cluster, if this study started one."""
+        self.plan.flush()
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+            self._client = None
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- trials in the plan ---------------------------------------------------------------------
+
+    def _plan_trial(self, trial: Trial) -> Trial:
+        """The trial as the plan keys it: with the code fingerprint (and isolation without sharing)."""
+        if not isinstance(trial, Trial):
+            raise InvalidTrialError(f"expected a hippo_dask.Trial, got {trial!r}")
+        extra = {CODE_KEY: self.fingerprint}
+        if not self.sharing:
+            extra[ISOLATE_KEY] = trial.id
+        return Trial(**trial.config, **extra)
+
+    @staticmethod
+    def _config_of(trial: Trial) -> dict[str, Any]:
+        return {k: v for k, v in trial.fixed.items() if not k.startswith("_hippo_")}
+
+    def _ensure_driver(self) -> Driver:
+        loop = asyncio.get_running_loop()
+        if self._driver is None or self._driver.loop is not loop:
+            self.plan.refresh()
+            self._driver = Driver(
+                plan=self.plan,
+                client=self.client,
+                trainer_cls=self.trainer_cls,
+                config_of=self._config_of,
+                store=self.checkpoints,
+                metrics=self.metrics_store,
+                salt=self.fingerprint,
+                eval_every=self.eval_every,
+            )
+        return self._driver
+
+    # -- the primitive tuners use --------------------------------------------------------------
+
+    async def train(self, trial: Trial, steps: int) -> dict[str, float]:
+        """Metrics of ``trial`` after ``steps`` steps; trains only what the plan lacks.
+
+        Returns at once when the plan already holds the answer. Raises
+        :class:`~hippo_dask.execution.TrialFailedError` if a stage it needs failed.
+        """
+        planned = self._plan_trial(trial)
+        driver = self._ensure_driver()
+        run = self._run
+        try:
+            metrics = await driver.request(planned, steps, tag=trial.id)
+        except asyncio.CancelledError as exc:
+            if run is not None:
+                run.record(trial, steps, None, exc)
+            raise
+        except TrialFailedError as exc:
+            if run is not None:
+                run.record(trial, steps, None, exc)
+            raise
+        if run is not None:
+            run.record(trial, steps, metrics, None)
+            tuner = run.tuner
+            if tuner is not None and tuner.metric not in metrics:
+                error = HippoError(
+                    f"the tuner ranks by metric {tuner.metric!r}, but {self.trainer_cls.__name__}"
+                    f".evaluate() returns {sorted(metrics)}; pass metric= one of those"
+                )
+                run.fatal = error
+                raise error
+        return metrics
+
+    def eval(self, config: Trial | Mapping[str, Any], step: int) -> dict[str, float]:
+        """Metrics of any configuration at any step, training only what is missing."""
+        trial = config if isinstance(config, Trial) else Trial(**dict(config))
+
+        async def go() -> dict[str, float]:
+            try:
+                return await self.train(trial, step)
+            finally:
+                await self._close_driver()
+
+        return run_sync(go())
+
+    # -- tuning ----------------------------------------------------------------------------------
+
+    def tune(self, tuner: Tuner) -> Result:
+        """Run ``tuner`` to completion and return its result (blocks)."""
+        return run_sync(self.tune_async(tuner))
+
+    async def tune_async(self, tuner: Tuner) -> Result:
+        """Run ``tuner`` in the current event loop: ``result = await study.tune_async(tuner)``."""
+        run = self._run = _Run(tuner)
+        driver = self._ensure_driver()
+        before = RunStats(**vars(driver.stats))
+        try:
+            task = asyncio.ensure_future(tuner.run(self))
+            await task
+        except HippoError:
+            if run.fatal is None:
+                raise
+        finally:
+            self._run = None
+            await self._close_driver()
+        if run.fatal is not None:
+            raise run.fatal
+        return self._result(run, driver.stats, before)
+
+    async def _close_driver(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
+            self._driver = None
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def _result(self, run: _Run, stats: RunStats, before: RunStats) -> Result:
+        import pandas as pd
+
+        records = list(run.records.values())
+        tuner = run.tuner
+        rows = []
+        for r in records:
+            row: dict[str, Any] = {"trial_id": r.trial.id}
+            for key, value in r.trial.fixed.items():
+                row[key] = value
+            for key, value in r.trial.sequences.items():
+                row[key] = repr(value)
+            row.update({"steps": r.steps, "status": r.status})
+            row.update(r.metrics or {})
+            row.update({"error_type": r.error_type, "error": r.error})
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        best = None
+        if tuner is not None:
+            done = [r for r in records if r.status == "done"]
+            if done:
+                best = max(done, key=lambda r: tuner.score(r.metrics))
+                if not math.isfinite(tuner.score(best.metrics)):
+                    best = None
+        return Result(frame, best, self._stats(run, stats, before), records)
+
+    def _stats(self, run: _Run, stats: RunStats, before: RunStats) -> StudyStats:
+        merged = SearchPlan()
+        seconds = 0.0
+        for r in run.records.values():
+            merged.add(self._plan_trial(r.trial), r.steps, tag=r.trial.id)
+            node = self.plan.locate(self._plan_trial(r.trial), r.steps)
+            reach = r.steps
+            while node is not None:
+                seconds += (reach - node.start) * node.profile()
+                reach = node.start
+                node = node.parent
+        plan_stats = merged.stats()
+        return StudyStats(
+            trials=len(run.records),
+            requested_steps=plan_stats.requested_steps,
+            unique_steps=plan_stats.unique_steps,
+            merge_rate=plan_stats.merge_rate,
+            executed_steps=stats.executed_steps - before.executed_steps,
+            stages=stats.stages - before.stages,
+            worker_seconds=stats.worker_seconds - before.worker_seconds,
+            trial_by_trial_seconds=seconds,
+            wall_seconds=time.time() - run.started,
+            stages_resumed_in_memory=stats.resumed_from_memory - before.resumed_from_memory,
+            stages_resumed_from_checkpoint=(
+                stats.resumed_from_checkpoint - before.resumed_from_checkpoint
+            ),
+            stages_from_scratch=stats.started_from_scratch - before.started_from_scratch,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Study {self.name!r} at {self.root}, trainer {self.trainer_cls.__qualname__}>"
+
+
+def _close_client(client: distributed.Client) -> None:
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()

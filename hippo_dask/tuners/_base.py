@@ -1,0 +1,81 @@
+"""The tuner contract: one coroutine over ``study.train``, plus waiting helpers.
+
+A tuner asks for metrics with ``await study.train(trial, steps)``; the study answers from the
+plan when it can and trains only what is missing. Everything a tuner decides follows from the
+metrics it sees and its own seed, so a rerun makes the same decisions and costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hippo_dask.errors import InvalidSpaceError
+
+if TYPE_CHECKING:
+    from hippo_dask.study import Study
+
+__all__ = ["Tuner", "wait_all", "wait_any"]
+
+T = TypeVar("T")
+
+
+async def wait_all(awaitables: Iterable[Awaitable[T]]) -> list[T | BaseException]:
+    """Wait for every awaitable; results in order, a failure in place of its result."""
+    return list(await asyncio.gather(*awaitables, return_exceptions=True))
+
+
+async def wait_any(
+    tasks: Iterable[asyncio.Future[T]],
+) -> tuple[set[asyncio.Future[T]], set[asyncio.Future[T]]]:
+    """Wait until at least one of ``tasks`` is done: ``(done, pending)``.
+
+    Wrap coroutines with ``asyncio.ensure_future`` first so they run while you wait.
+    """
+    pending = set(tasks)
+    if not pending:
+        return set(), set()
+    done, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    return done, rest
+
+
+class Tuner(ABC):
+    """Base class of tuning algorithms.
+
+    Parameters
+    ----------
+    metric
+        The metric to optimise, as the trainer's ``evaluate()`` names it.
+    mode
+        ``"max"`` or ``"min"``. NaN and infinities rank worst either way.
+    """
+
+    def __init__(self, metric: str, mode: str = "max") -> None:
+        if not isinstance(metric, str) or not metric:
+            raise InvalidSpaceError(f"{type(self).__name__}: `metric` must be a metric name, got {metric!r}")
+        if mode not in ("max", "min"):
+            raise InvalidSpaceError(
+                f"{type(self).__name__}: `mode` must be 'max' or 'min', got {mode!r}"
+            )
+        self.metric = metric
+        self.mode = mode
+
+    @abstractmethod
+    async def run(self, study: Study) -> None:
+        """Drive the study with ``await study.train(trial, steps)`` until done."""
+
+    def score(self, metrics: Mapping[str, Any] | None) -> float:
+        """A number to maximise: the metric, negated for ``mode="min"``.
+
+        NaN, infinities and a missing metric all rank worst (``-inf``): a diverged trial never
+        wins, whichever way the metric points.
+        """
+        if metrics is None or self.metric not in metrics:
+            return -math.inf
+        value = float(metrics[self.metric])
+        if not math.isfinite(value):
+            return -math.inf
+        return value if self.mode == "max" else -value
