@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	# torch 2.13.0 CPU lies on this machine's disk; any other pin downloads gigabytes.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -19,8 +18,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+demo: $(STAMP)
+	$(BIN)/python examples/digits_grid.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/planner.py
+	$(BIN)/python benchmarks/sim.py
+	$(BIN)/python benchmarks/digits.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
