@@ -96,7 +96,8 @@ class StudyStats:
     what this run actually trained (less when an earlier run left checkpoints, more if a lost
     worker or a bad checkpoint forced retraining). ``trial_by_trial_seconds`` estimates a
     trial-by-trial run from the measured seconds per step of every node on each trial's path.
-    The ``stages_*`` counts say where stages got their starting state: from the previous stage
+    ``train_seconds`` is the part of ``worker_seconds`` spent inside ``Trainer.train``; the rest
+    is loading, evaluating, checkpointing and task overhead. The ``stages_*`` counts say where stages got their starting state: from the previous stage
     of their chain in the worker's memory, from a checkpoint, or from scratch.
     """
 
@@ -109,6 +110,7 @@ class StudyStats:
     worker_seconds: float
     trial_by_trial_seconds: float
     wall_seconds: float
+    train_seconds: float = 0.0
     stages_resumed_in_memory: int = 0
     stages_resumed_from_checkpoint: int = 0
     stages_from_scratch: int = 0
@@ -410,6 +412,7 @@ class Study:
             worker_seconds=stats.worker_seconds - before.worker_seconds,
             trial_by_trial_seconds=seconds,
             wall_seconds=time.time() - run.started,
+            train_seconds=stats.train_seconds - before.train_seconds,
             stages_resumed_in_memory=stats.resumed_from_memory - before.resumed_from_memory,
             stages_resumed_from_checkpoint=(
                 stats.resumed_from_checkpoint - before.resumed_from_checkpoint
