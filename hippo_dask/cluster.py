@@ -74,7 +74,7 @@ def local(
             }
             for device in devices
         }
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
         cluster: distributed.deploy.Cluster = SpecCluster(
             workers=workers, scheduler=scheduler, silence_logs=logging.WARNING
         )
@@ -85,7 +85,7 @@ def local(
             "n_workers": count,
             "threads_per_worker": threads_per_worker,
             "resources": {"GPU": 1},
-            "dashboard_address": None,
+            "dashboard_address": ":0",
             "silence_logs": logging.WARNING,
         }
         options.update(kwargs)

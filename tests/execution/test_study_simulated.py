@@ -66,7 +66,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0)
 
 def make_client(workers: int) -> tuple[LocalCluster, Client]:
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
-                           dashboard_address=None, processes=True)
+                           dashboard_address=":0", processes=True)
     return cluster, Client(cluster)
 
 
@@ -234,7 +234,7 @@ def test_a_running_stage_saves_a_step_somebody_now_needs(client: Client, tmp_pat
 
 
 def test_workers_without_the_gpu_resource_are_a_clear_error(tmp_path: Path) -> None:
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None, processes=False) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0", processes=False) as cluster, \
             Client(cluster) as plain:
         study = hd.Study("nogpu", SimulatedTrainer, storage=str(tmp_path), client=plain)
         with pytest.raises(hd.HippoError, match="--resources GPU=1"):
