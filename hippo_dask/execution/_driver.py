@@ -7,7 +7,9 @@ plan, with the stages now in flight as sources, so nothing they will pass is pla
 Scheduling follows the paper's critical-path scheduler: the tree is split into chains, longest
 first (:meth:`~hippo_dask.stages.StageTree.paths`); each idle GPU worker gets the longest chain
 that can start now, submitted as one Dask task per stage, pinned to that worker and linked by
-dependencies so the trainer passes from stage to stage in the worker's memory. A chain that
+dependencies so the trainer passes from stage to stage in the worker's memory. Pinning is
+strict: when a worker leaves, its stages are cancelled and planned again from the latest
+checkpoints, rather than Dask recomputing lost results elsewhere. A chain that
 continues exactly where a running chain ends is queued on that chain's worker. A step a running
 stage will pass but that somebody now needs (a new request, a new branch) is added to that
 stage through ``Client.run``, so it is saved instead of trained again.
@@ -232,6 +234,7 @@ class Driver:
     def _schedule(self) -> None:
         self.plan.flush()
         workers = self._workers()
+        self._abandon_lost_workers(set(workers))
         for worker in list(self._queued):
             self._queued[worker] = [k for k in self._queued[worker] if k in self._running]
         exclude = self._cover_pending_with_running()
@@ -255,6 +258,24 @@ class Driver:
                 self._submit(chain, source.worker, tree, after=source)
             elif idle:
                 self._submit(chain, idle.pop(0), tree)
+
+    def _abandon_lost_workers(self, alive: set[str]) -> None:
+        """Stages on a worker that left (killed, pre-empted, restarted) are planned again.
+
+        Their tasks are pinned to that worker, so Dask cannot run them elsewhere; cancelling
+        them stops Dask from recomputing finished stages whose small results died with the
+        worker. The next stage tree resumes from the latest checkpoints.
+        """
+        lost = [r for r in self._running.values() if r.worker not in alive]
+        if not lost:
+            return
+        workers = sorted({r.worker for r in lost})
+        logger.warning("worker(s) %s left with %d stage(s); planning them again", workers, len(lost))
+        for r in lost:
+            del self._running[r.key]
+        for worker in workers:
+            self._queued.pop(worker, None)
+        self.client.cancel([r.future for r in lost])
 
     def _cover_pending_with_running(self) -> set[tuple[Node, int]]:
         """Pending requests a running stage passes: ask it to evaluate there too."""
@@ -371,7 +392,7 @@ class Driver:
             )
             deps = [previous] if previous is not None else []
             future = self.client.submit(
-                run_stage, spec, *deps, key=key, workers=[worker], allow_other_workers=True,
+                run_stage, spec, *deps, key=key, workers=[worker], allow_other_workers=False,
                 resources={GPU: 1}, priority=int(tree.remaining(stage)), retries=0,
             )
             running = _Running(key, stage.node, stage.start, stage.stop, worker,

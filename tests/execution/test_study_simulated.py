@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.execution._worker import pending_points
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
+from tests.helpers import executed, make_client, standalone, until
 
 STEPS = 60
 
@@ -34,40 +34,6 @@ def grid(log: str, **extra: list[object]) -> hd.GridSpace:
         log=[log],
         **extra,
     )
-
-
-def executed(log: str) -> int:
-    return sum(entry["steps"] for entry in read_log(log) if "steps" in entry)
-
-
-def standalone(trial: hd.Trial, steps: int) -> float:
-    """The trial trained alone, one step at a time, without the engine."""
-    config = {k: v for k, v in trial.fixed.items() if k not in ("log", "gate")}
-    trainer = SimulatedTrainer(config)  # not logged: the log counts the engine's steps only
-    current: dict[str, object] = {}
-    for step in range(steps):
-        values = trial.values_at(step)
-        changed = {k: v for k, v in values.items() if current.get(k) != v}
-        if changed:
-            trainer.setup(changed)
-            current.update(changed)
-        trainer.train(1)
-    return trainer.evaluate()["score"]
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` (never a fixed sleep as synchronisation) until true, or fail."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def make_client(workers: int) -> tuple[LocalCluster, Client]:
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
-                           dashboard_address=":0", processes=True)
-    return cluster, Client(cluster)
 
 
 @pytest.fixture(scope="module")

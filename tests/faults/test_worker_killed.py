@@ -1,0 +1,73 @@
+"""A worker process killed in the middle of a stage: the study finishes with the same results.
+
+The gate of the simulated trainer holds one stage at a known step, the test kills that worker's
+process with SIGKILL (its nanny starts a new one under a new address), then opens the gate. The
+driver notices the worker left, cancels what was pinned to it, and plans again from the latest
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import hippo_dask as hd
+from hippo_dask import seq
+from hippo_dask.testing.simulated import SimulatedTrainer, read_log
+from tests.helpers import executed, make_client, standalone, until
+
+STEPS = 200
+
+
+def space(log: str, gate: str) -> list[hd.Trial]:
+    grid = hd.GridSpace(
+        lr=[seq.StepLR(0.1, 0.1, [60, 120]), seq.StepLR(0.1, 0.1, [60, 150]), seq.Constant(0.05)],
+        batch_size=[seq.Constant(32), seq.MultiStep([32, 64], [100])],
+        log=[log],
+    )
+    # One more trial whose stage the gate holds at step 140 (its batch size changes there).
+    held = hd.Trial(lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [140]), log=log,
+                    gate=[140, gate])
+    return [*grid, held]
+
+
+def test_a_worker_killed_mid_stage_costs_only_its_unsaved_steps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
+    trials = space(log, gate)
+    caplog.set_level(logging.WARNING, logger="hippo_dask")
+    cluster, client = make_client(2)
+    with cluster, client:
+        study = hd.Study("killed", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client)
+
+        async def scenario() -> list[dict[str, float]]:
+            jobs = [asyncio.ensure_future(study.train(t, STEPS)) for t in trials]
+            await until(lambda: any(e.get("waiting") == 140 for e in read_log(log)), "the gate")
+            victim = next(e["pid"] for e in read_log(log) if e.get("waiting") == 140)
+            before = set(client.scheduler_info(n_workers=-1)["workers"])
+            os.kill(victim, signal.SIGKILL)
+            await until(lambda: set(client.scheduler_info(n_workers=-1)["workers"]) != before,
+                        "the scheduler to see the worker leave")
+            Path(gate).touch()
+            try:
+                return list(await asyncio.gather(*jobs))
+            finally:
+                await study._close_driver()
+
+        results = asyncio.run(scenario())
+    assert any("left with 1 stage(s); planning them again" in r.getMessage() for r in caplog.records)
+    for trial, metrics in zip(trials, results):
+        assert metrics["score"] == standalone(trial, STEPS)
+    # Work lost: at most what the killed stage trained since its last checkpoint.
+    unique = study.plan.stats().unique_steps
+    assert unique <= executed(log) <= unique + 140
+    # The zarr store holds each final metric exactly once.
+    frame = study.metrics_store.read()
+    final = frame[frame["step"] == STEPS]
+    assert len(final) == len(final.drop_duplicates(subset=["trial", "step"])) == len(study.plan.nodes)
