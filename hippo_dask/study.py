@@ -177,6 +177,9 @@ class Study:
         Hippo's "Hippo-trial"); it never reuses the shared runs' work.
     storage_options
         Passed to fsspec (credentials, ``endpoint_url``); never written to storage or logs.
+    retries
+        Run a stage whose trainer raised up to that many more times (on the same worker, from
+        its last checkpoint) before the trials that need it are marked failed.
     version
         Declares the trainer's code version. By default a hash of the trainer's source: edited
         code does not reuse checkpoints or metrics of the old code. Pass the same ``version``
@@ -194,6 +197,7 @@ class Study:
         sharing: bool = True,
         storage_options: Mapping[str, Any] | None = None,
         version: str | None = None,
+        retries: int = 0,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise HippoError(
@@ -204,6 +208,8 @@ class Study:
             raise HippoError(
                 f"Study: `trainer_cls` must be a subclass of hippo_dask.Trainer, got {trainer_cls!r}"
             )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise HippoError(f"Study: `retries` must be an int >= 0, got {retries!r}")
         if eval_every is not None and (
             isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1
         ):
@@ -214,6 +220,7 @@ class Study:
         self.root = f"{self.storage.rstrip('/')}/{name}"
         self.sharing = bool(sharing)
         self.eval_every = eval_every
+        self.retries = retries
         self.storage_options = dict(storage_options or {})
         self.fingerprint = _fingerprint(trainer_cls, version)
         self.plan = SearchPlan.open(self.root, self.storage_options)
@@ -285,6 +292,7 @@ class Study:
                 metrics=self.metrics_store,
                 salt=self.fingerprint,
                 eval_every=self.eval_every,
+                retries=self.retries,
             )
         return self._driver
 

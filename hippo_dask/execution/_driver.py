@@ -111,6 +111,8 @@ class Driver:
         Separates states of different trainers (the trainer's fingerprint).
     eval_every
         Also record metrics every that many steps (learning curves), or ``None``.
+    retries
+        Dask retries of a stage whose trainer raised.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Driver:
         metrics: MetricsStore | None = None,
         salt: str = "",
         eval_every: int | None = None,
+        retries: int = 0,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -133,6 +136,7 @@ class Driver:
         self.metrics = metrics
         self.salt = salt
         self.eval_every = eval_every
+        self.retries = retries
         self.stats = RunStats()
         self.loop = asyncio.get_running_loop()
         self._waiters: dict[tuple[Node, int], list[asyncio.Future[dict[str, float]]]] = {}
@@ -393,7 +397,7 @@ class Driver:
             deps = [previous] if previous is not None else []
             future = self.client.submit(
                 run_stage, spec, *deps, key=key, workers=[worker], allow_other_workers=False,
-                resources={GPU: 1}, priority=int(tree.remaining(stage)), retries=0,
+                resources={GPU: 1}, priority=int(tree.remaining(stage)), retries=self.retries,
             )
             running = _Running(key, stage.node, stage.start, stage.stop, worker,
                                {p.step: p for p in points}, future)

@@ -41,20 +41,38 @@ class SimulatedTrainer(Trainer):
 
     Config keys (all optional): ``seconds_per_step`` (sleep per step), ``log`` (file to append
     ``{"pid", "steps", "start"}`` per ``train`` call), ``fail_at`` (raise ``RuntimeError`` when
-    asked to train past this step), ``gate`` (``[step, path]``: ``setup`` at that step logs
-    ``{"waiting": step}`` and blocks until ``path`` exists, so a test can act while a stage is
-    known to be mid-way, without sleeping). Every other fixed value just takes part in the seed.
+    asked to train past this step), ``fail_in`` (``[method, step]``: raise ``ValueError`` in
+    ``__init__``, ``setup``, ``train``, ``evaluate`` or ``state_dict`` once the trainer has
+    trained ``step`` steps), ``fail_once`` (a marker path: the first ``fail_in`` failure creates
+    it, later calls pass, to test retries), ``nan`` (``evaluate`` reports a NaN score), ``gate``
+    (``[step, path]``: ``setup`` at that step logs ``{"waiting": step}`` and blocks until
+    ``path`` exists, so a test can act while a stage is known to be mid-way, without sleeping).
+    Every other fixed value just takes part in the seed.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        ignored = ("log", "gate", "seconds_per_step")
+        ignored = ("log", "gate", "seconds_per_step", "fail_in", "fail_once", "nan")
         seed = json.dumps(sorted((k, v) for k, v in self.config.items() if k not in ignored), default=repr)
         self.digest = hashlib.sha256(seed.encode()).hexdigest()
         self.steps = 0
         self.hp: dict[str, Any] = {}
+        self._maybe_fail("__init__")
+
+    def _maybe_fail(self, method: str) -> None:
+        fail = self.config.get("fail_in")
+        if fail is None or fail[0] != method or self.steps < fail[1]:
+            return
+        marker = self.config.get("fail_once")
+        if marker is not None:
+            if os.path.exists(marker):
+                return
+            with open(marker, "w", encoding="utf-8"):
+                pass
+        raise ValueError(f"simulated failure in {method} at step {self.steps}")
 
     def setup(self, hp: Mapping[str, Any]) -> None:
+        self._maybe_fail("setup")
         self.hp.update(hp)
         gate = self.config.get("gate")
         if gate is not None and self.steps == gate[0]:
@@ -72,6 +90,7 @@ class SimulatedTrainer(Trainer):
                 handle.write(json.dumps(dict(entry)) + "\n")
 
     def train(self, steps: int) -> None:
+        self._maybe_fail("train")
         fail_at = self.config.get("fail_at")
         if fail_at is not None and self.steps + steps > fail_at:
             raise RuntimeError(f"simulated failure past step {fail_at}")
@@ -84,9 +103,12 @@ class SimulatedTrainer(Trainer):
             time.sleep(seconds * steps)
 
     def evaluate(self) -> dict[str, float]:
-        return {"score": int(self.digest[:12], 16) / float(16**12), "steps": float(self.steps)}
+        self._maybe_fail("evaluate")
+        score = float("nan") if self.config.get("nan") else int(self.digest[:12], 16) / float(16**12)
+        return {"score": score, "steps": float(self.steps)}
 
     def state_dict(self) -> dict[str, Any]:
+        self._maybe_fail("state_dict")
         return {"digest": self.digest, "steps": self.steps, "hp": dict(self.hp)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
