@@ -437,13 +437,18 @@ class Driver:
         if running is None or self._closed:
             return
         status, value, text = payload
-        if status == "ok":
-            self._finished[key] = (running.future, value)
-            while len(self._finished) > _KEEP_FINISHED:
-                self._finished.popitem(last=False)
-            self._record(running, value)
-        elif not isinstance(value, asyncio.CancelledError):
-            self._stage_failed(running, value, text)
+        try:
+            if status == "ok":
+                self._finished[key] = (running.future, value)
+                while len(self._finished) > _KEEP_FINISHED:
+                    self._finished.popitem(last=False)
+                self._record(running, value)
+            elif not isinstance(value, asyncio.CancelledError):
+                self._stage_failed(running, value, text)
+        except Exception as exc:  # noqa: BLE001 - never leave a waiter hanging
+            logger.exception("recording stage %s failed; stopping the study", key)
+            self._fail_everyone(exc)
+            return
         self.kick()
 
     def _record(self, running: _Running, report: StageReport) -> None:
