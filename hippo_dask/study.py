@@ -19,12 +19,13 @@ import logging
 import math
 import re
 import time
+import warnings
 import weakref
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hippo_dask.errors import HippoError, InvalidTrialError
+from hippo_dask.errors import HippoError, HippoWarning, InvalidTrialError, StorageError
 from hippo_dask.execution import Driver, RunStats, TrialFailedError
 from hippo_dask.plan import SearchPlan
 from hippo_dask.trainer import Trainer
@@ -223,7 +224,18 @@ class Study:
         self.retries = retries
         self.storage_options = dict(storage_options or {})
         self.fingerprint = _fingerprint(trainer_cls, version)
-        self.plan = SearchPlan.open(self.root, self.storage_options)
+        _check_picklable(trainer_cls)
+        try:
+            self.plan = SearchPlan.open(self.root, self.storage_options)
+            self.plan.probe_write()
+        except HippoError:
+            raise
+        except (OSError, ValueError, ImportError) as exc:
+            raise StorageError(
+                f"Study: cannot use storage {self.root!r}: {type(exc).__name__}: {exc}; check "
+                "the URL (protocol, bucket, path) and that this process may write there"
+            ) from None
+        self._warn_if_code_changed()
         from hippo_dask.storage import FsspecCheckpointStore, MetricsStore
 
         self.checkpoints = FsspecCheckpointStore(f"{self.root}/ckpt", self.storage_options)
@@ -232,6 +244,25 @@ class Study:
         self._driver: Driver | None = None
         self._run: _Run | None = None
         self._finalizer: weakref.finalize | None = None
+
+    def _warn_if_code_changed(self) -> None:
+        """Say so when this trainer's code is new to a plan that holds results of its earlier
+        code, which are not reused."""
+        prefix = f"{self.trainer_cls.__qualname__}:"
+        known = {
+            str(t.fixed.get(CODE_KEY)) for t in self.plan.trials.values()
+            if str(t.fixed.get(CODE_KEY, "")).startswith(prefix)
+        }
+        older = known - {self.fingerprint}
+        if older and self.fingerprint not in known:  # the first run of new code says so once
+            warnings.warn(
+                f"{self.trainer_cls.__qualname__}'s code differs from the code that trained "
+                f"{len(older)} earlier version(s) in {self.root} ({', '.join(sorted(older))}); "
+                f"their checkpoints and metrics are not reused. If the change cannot alter "
+                f"results, pass the same Study(..., version=...) the runs were made with.",
+                HippoWarning,
+                stacklevel=3,
+            )
 
     # -- the cluster --------------------------------------------------------------------------
 
@@ -279,9 +310,30 @@ class Study:
     def _config_of(trial: Trial) -> dict[str, Any]:
         return {k: v for k, v in trial.fixed.items() if not k.startswith("_hippo_")}
 
+    def _check_workers_can_load_trainer(self) -> None:
+        """Workers unpickle the trainer class by reference when it lives in a module: check
+        once per client that they can import it, instead of failing in every stage."""
+        client = self.client
+        if getattr(client, "_hippo_checked", None) == id(self.trainer_cls):
+            return
+        import cloudpickle
+
+        payload = cloudpickle.dumps(self.trainer_cls)
+        problems = {w: p for w, p in client.run(_load_problem, payload).items() if p}
+        if problems:
+            worker, problem = next(iter(problems.items()))
+            raise HippoError(
+                f"the Dask workers cannot load trainer class {self.trainer_cls.__qualname__} "
+                f"from module {self.trainer_cls.__module__!r} ({worker}: {problem}); install "
+                "that module where the workers run, start the cluster after making it importable, "
+                "or define the class in the script that runs the study"
+            )
+        client._hippo_checked = id(self.trainer_cls)  # type: ignore[attr-defined]
+
     def _ensure_driver(self) -> Driver:
         loop = asyncio.get_running_loop()
         if self._driver is None or self._driver.loop is not loop:
+            self._check_workers_can_load_trainer()
             self.plan.refresh()
             self._driver = Driver(
                 plan=self.plan,
@@ -430,6 +482,31 @@ class Study:
 
     def __repr__(self) -> str:
         return f"<Study {self.name!r} at {self.root}, trainer {self.trainer_cls.__qualname__}>"
+
+
+def _load_problem(payload: bytes) -> str | None:
+    """On a worker: why the pickled trainer class cannot be loaded here, or ``None``."""
+    import pickle
+
+    try:
+        pickle.loads(payload)
+    except Exception as exc:  # noqa: BLE001 - reported back to the driver
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _check_picklable(trainer_cls: type[Trainer]) -> None:
+    """Workers receive the trainer class by pickle: fail now, not in the first stage."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(trainer_cls)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure is the user's to fix
+        raise HippoError(
+            f"Study: trainer class {trainer_cls.__qualname__} cannot be pickled to send to the "
+            f"workers ({type(exc).__name__}: {exc}); keep unpicklable objects (locks, open "
+            "files, clients) out of class attributes and create them in __init__"
+        ) from None
 
 
 def _close_client(client: distributed.Client) -> None:

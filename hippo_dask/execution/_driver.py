@@ -55,6 +55,9 @@ _HEARTBEAT = 1.0
 #: driver on this client (another study of the same plan) finds the result instead of
 #: recomputing it: Dask forgets a key as soon as nobody holds its future.
 _KEEP_FINISHED = 4096
+#: A stage whose worker left this many times fails its trials instead of being planned again:
+#: its worker is probably crashing on it (out of memory, a segfault, an unloadable trainer).
+_MAX_LOSSES = 3
 
 
 class TrialFailedError(HippoError, RuntimeError):
@@ -148,6 +151,9 @@ class Driver:
         self._heartbeat: asyncio.Task[None] | None = None
         self._digests: dict[tuple[str, int], str] = {}
         self._finished: OrderedDict[str, tuple[Any, StageReport]] = OrderedDict()
+        self._losses: dict[tuple[Node, int], set[str]] = {}
+        self._dead: set[str] = set()  # workers that left: the client's list may lag behind
+        self._attempts: dict[str, int] = {}  # keys resubmitted after a loss get a new name
         self.on_report: list[Callable[[StageReport], None]] = []
 
     # -- what tuners call ---------------------------------------------------------------------
@@ -226,8 +232,11 @@ class Driver:
     def _workers(self) -> list[str]:
         info = self.client.scheduler_info(n_workers=-1)
         workers = info.get("workers", {})
-        gpu = sorted(a for a, w in workers.items() if w.get("resources", {}).get(GPU, 0) >= 1)
-        if workers and not gpu:
+        gpu = sorted(
+            a for a, w in workers.items()
+            if w.get("resources", {}).get(GPU, 0) >= 1 and a not in self._dead
+        )
+        if workers and not gpu and not set(workers) <= self._dead:
             raise HippoError(
                 "no Dask worker advertises the GPU resource that stages ask for; start workers "
                 "with `--resources GPU=1` (one per GPU, or one per core on a CPU machine), or "
@@ -244,6 +253,11 @@ class Driver:
         exclude = self._cover_pending_with_running()
         running = {key: (r.node, r.start, r.stop) for key, r in self._running.items()}
         tree = self.plan.stage_tree(running=running, exclude=exclude)
+        logger.debug(
+            "schedule: workers %s, running %s, queued %s, %d stages pending, %d waiting",
+            workers, sorted(self._running), {w: len(k) for w, k in self._queued.items()},
+            len(tree), sum(len(w) for w in self._waiters.values()),
+        )
         if not len(tree):
             return
         self._ask_running_for_branch_points(tree)
@@ -273,6 +287,8 @@ class Driver:
         lost = [r for r in self._running.values() if r.worker not in alive]
         if not lost:
             return
+        lost_workers = {r.worker for r in lost}
+        self._dead |= lost_workers
         workers = sorted({r.worker for r in lost})
         logger.warning("worker(s) %s left with %d stage(s); planning them again", workers, len(lost))
         for r in lost:
@@ -280,6 +296,27 @@ class Driver:
         for worker in workers:
             self._queued.pop(worker, None)
         self.client.cancel([r.future for r in lost])
+        for r in lost:
+            self._count_loss(r)
+
+    def _count_loss(self, r: _Running) -> None:
+        """This stage lost its worker; once it lost that many different ones, its trials fail."""
+        self._dead.add(r.worker)
+        # Dask may still be forgetting the cancelled key: a resubmission must not reuse it.
+        base = r.key.split("~", 1)[0]
+        self._attempts[base] = self._attempts.get(base, 0) + 1
+        # Finished results that lived there are gone; release them, or Dask recomputes them.
+        for key, (_, report) in list(self._finished.items()):
+            if report.worker in self._dead:
+                del self._finished[key]
+        workers = self._losses.setdefault((r.node, r.stop), set())
+        workers.add(r.worker)
+        count = len(workers)
+        if count >= _MAX_LOSSES:
+            self._stage_failed(r, RuntimeError(
+                f"the worker running this stage left {count} times; it is probably crashing "
+                "on it (out of memory? a trainer class the workers cannot import?)"
+            ), "", exc_type="WorkerLost")
 
     def _cover_pending_with_running(self) -> set[tuple[Node, int]]:
         """Pending requests a running stage passes: ask it to evaluate there too."""
@@ -372,7 +409,9 @@ class Driver:
         h.update(self._digest(stage.node, stage.start).encode())
         h.update(self._digest(stage.node, stage.stop).encode())
         h.update(repr(points).encode())
-        return f"hippo-stage-{stage.node.owner.id[:8]}-{stage.start}-{stage.stop}-{h.hexdigest()[:16]}"
+        key = f"hippo-stage-{stage.node.owner.id[:8]}-{stage.start}-{stage.stop}-{h.hexdigest()[:16]}"
+        attempt = self._attempts.get(key)
+        return key if attempt is None else f"{key}~{attempt}"
 
     def _submit(self, chain: list[Stage], worker: str, tree: StageTree, after: _Running | None = None) -> None:
         previous = after.future if after is not None else None
@@ -443,7 +482,12 @@ class Driver:
                 while len(self._finished) > _KEEP_FINISHED:
                     self._finished.popitem(last=False)
                 self._record(running, value)
-            elif not isinstance(value, asyncio.CancelledError):
+            elif _is_cancellation(value):
+                # Nobody here cancelled it (ours are no longer running): Dask gave up on it,
+                # because its worker died. Plan it again, up to a limit.
+                self._queued.get(running.worker, []).clear()
+                self._count_loss(running)
+            else:
                 self._stage_failed(running, value, text)
         except Exception as exc:  # noqa: BLE001 - never leave a waiter hanging
             logger.exception("recording stage %s failed; stopping the study", key)
@@ -519,10 +563,13 @@ class Driver:
                         stacklevel=1,
                     )
 
-    def _stage_failed(self, running: _Running, exc: BaseException, text: str) -> None:
+    def _stage_failed(
+        self, running: _Running, exc: BaseException, text: str, exc_type: str | None = None
+    ) -> None:
+        kind = exc_type or type(exc).__name__
         error = TrialFailedError(
-            f"stage {running.key} failed on {running.worker}: {type(exc).__name__}: {exc}",
-            exc_type=type(exc).__name__, stage=running.key, worker_traceback=text,
+            f"stage {running.key} failed on {running.worker}: {kind}: {exc}",
+            exc_type=kind, stage=running.key, worker_traceback=text,
         )
         logger.warning("%s", error)
         for node, step in self.plan.pending():
@@ -548,3 +595,11 @@ class Driver:
             if not waiter.done():
                 waiter.set_exception(error)
 
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether a future ended because Dask cancelled it, rather than the trainer raising."""
+    import concurrent.futures
+
+    return isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError)) or (
+        type(exc).__name__ == "FutureCancelledError"
+    )

@@ -78,7 +78,21 @@ class Journal:
         self._count = 0
         self._seen: set[str] = set()
         self._local = isinstance(fs, LocalFileSystem)
-        fs.makedirs(self.folder, exist_ok=True)
+        try:
+            fs.makedirs(self.folder, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"cannot create {self.folder}: {type(exc).__name__}: {exc}") from None
+
+    def probe(self) -> None:
+        """Write and remove a small object, to find a read-only or unreachable folder early."""
+        path = f"{self.folder}/.probe-{self.session}"
+        try:
+            self.fs.pipe_file(path, b"probe")
+            self.fs.rm_file(path)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot write to {self.url}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def _segment_names(self) -> list[str]:
         try:

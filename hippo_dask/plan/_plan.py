@@ -114,6 +114,11 @@ class SearchPlan:
         plan.refresh()
         return plan
 
+    def probe_write(self) -> None:
+        """Check now that the journal's folder takes writes (a read-only path fails here)."""
+        if self._journal is not None:
+            self._journal.probe()
+
     @property
     def url(self) -> str | None:
         """The storage root, or ``None`` for an in-memory plan."""

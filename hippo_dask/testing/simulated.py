@@ -52,7 +52,7 @@ class SimulatedTrainer(Trainer):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        ignored = ("log", "gate", "seconds_per_step", "fail_in", "fail_once", "nan")
+        ignored = ("log", "gate", "seconds_per_step", "fail_in", "fail_once", "nan", "crash_at")
         seed = json.dumps(sorted((k, v) for k, v in self.config.items() if k not in ignored), default=repr)
         self.digest = hashlib.sha256(seed.encode()).hexdigest()
         self.steps = 0
@@ -91,6 +91,9 @@ class SimulatedTrainer(Trainer):
 
     def train(self, steps: int) -> None:
         self._maybe_fail("train")
+        crash_at = self.config.get("crash_at")
+        if crash_at is not None and self.steps + steps > crash_at:
+            os._exit(17)
         fail_at = self.config.get("fail_at")
         if fail_at is not None and self.steps + steps > fail_at:
             raise RuntimeError(f"simulated failure past step {fail_at}")

@@ -71,3 +71,22 @@ def test_a_worker_killed_mid_stage_costs_only_its_unsaved_steps(
     frame = study.metrics_store.read()
     final = frame[frame["step"] == STEPS]
     assert len(final) == len(final.drop_duplicates(subset=["trial", "step"])) == len(study.plan.nodes)
+
+
+def test_a_stage_that_keeps_killing_its_worker_fails_its_trials_instead_of_looping(
+    tmp_path: Path,
+) -> None:
+    log = str(tmp_path / "train.log")
+    space = hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.Constant(0.05)],
+                         crash_at=[None, 45], log=[log])
+    cluster, client = make_client(2)
+    with cluster, client:
+        study = hd.Study("crashing", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client)
+        result = study.tune(hd.tuners.Grid(space, metric="score", steps=60))
+    for record in result.records:
+        if record.trial.fixed["crash_at"] is None:
+            assert record.status == "done"
+            assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 60)
+        else:
+            assert record.status == "failed" and record.error_type == "WorkerLost"
+            assert "left 3 times" in (record.error or "")
