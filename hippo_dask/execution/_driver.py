@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 GPU = "GPU"
 _HEARTBEAT = 1.0
+#: Seconds between looks at the journal for other processes' records while requests wait.
+_REFRESH = 2.0
 #: Finished stage futures kept referenced, so that the same stage planned again by another
 #: driver on this client (another study of the same plan) finds the result instead of
 #: recomputing it: Dask forgets a key as soon as nobody holds its future.
@@ -182,11 +184,29 @@ class Driver:
             self._heartbeat = self.loop.create_task(self._beat())
 
     async def _beat(self) -> None:
-        # Workers join and leave without telling us; look again while anybody waits.
+        # Workers join and leave, and other processes write to the plan, without telling us:
+        # look again while anybody waits.
+        last_refresh = self.loop.time()
         while not self._closed:
             await asyncio.sleep(_HEARTBEAT)
-            if self._waiters:
-                self.kick()
+            if not self._waiters:
+                continue
+            if self.loop.time() - last_refresh >= _REFRESH:
+                last_refresh = self.loop.time()
+                self._refresh()
+            self.kick()
+
+    def _refresh(self) -> None:
+        """Take in what other processes journaled; answer whoever it answers."""
+        try:
+            if not self.plan.refresh():
+                return
+        except OSError as exc:
+            logger.warning("could not read other writers' journal records: %s", exc)
+            return
+        for node, step in list(self._waiters):
+            if step in node.metrics:
+                self._resolve(node, step)
 
     async def close(self) -> None:
         """Cancel what is still running and fail what is still waiting."""
@@ -250,9 +270,10 @@ class Driver:
         self._abandon_lost_workers(set(workers))
         for worker in list(self._queued):
             self._queued[worker] = [k for k in self._queued[worker] if k in self._running]
-        exclude = self._cover_pending_with_running()
+        wanted = self._wanted()
+        exclude = self._cover_pending_with_running(wanted)
         running = {key: (r.node, r.start, r.stop) for key, r in self._running.items()}
-        tree = self.plan.stage_tree(running=running, exclude=exclude)
+        tree = self.plan.stage_tree(running=running, exclude=exclude, requests=wanted)
         logger.debug(
             "schedule: workers %s, running %s, queued %s, %d stages pending, %d waiting",
             workers, sorted(self._running), {w: len(k) for w, k in self._queued.items()},
@@ -318,16 +339,24 @@ class Driver:
                 "on it (out of memory? a trainer class the workers cannot import?)"
             ), "", exc_type="WorkerLost")
 
-    def _cover_pending_with_running(self) -> set[tuple[Node, int]]:
-        """Pending requests a running stage passes: ask it to evaluate there too."""
+    def _wanted(self) -> list[tuple[Node, int]]:
+        """What this driver's callers wait for and the plan does not hold yet.
+
+        Only these are planned: requests that an earlier, interrupted run or another process
+        left pending in the shared plan are theirs to ask for again.
+        """
+        return [
+            key for key, waiters in self._waiters.items()
+            if waiters and key[1] not in key[0].metrics and key not in self._failed
+        ]
+
+    def _cover_pending_with_running(self, wanted: list[tuple[Node, int]]) -> set[tuple[Node, int]]:
+        """Requests a running stage passes: ask it to evaluate there too."""
         covered: set[tuple[Node, int]] = set()
         by_node: dict[Node, list[_Running]] = {}
         for r in self._running.values():
             by_node.setdefault(r.node, []).append(r)
-        for node, step in self.plan.pending():
-            if (node, step) in self._failed:
-                covered.add((node, step))
-                continue
+        for node, step in wanted:
             for r in by_node.get(node, ()):
                 if r.start < step <= r.stop:
                     point = r.points.get(step)
@@ -572,7 +601,7 @@ class Driver:
             exc_type=kind, stage=running.key, worker_traceback=text,
         )
         logger.warning("%s", error)
-        for node, step in self.plan.pending():
+        for node, step in list(self._waiters):
             if self._depends(node, step, running):
                 self._fail((node, step), error)
 

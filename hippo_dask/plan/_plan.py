@@ -328,15 +328,19 @@ class SearchPlan:
         self,
         running: Mapping[Hashable, tuple[Node, int, int]] | None = None,
         exclude: Iterable[tuple[Node, int]] = (),
+        requests: Iterable[tuple[Node, int]] | None = None,
     ) -> StageTree:
-        """The stages that answer every pending request (Algorithm 1); see :mod:`hippo_dask.stages`.
+        """The stages that answer pending requests (Algorithm 1); see :mod:`hippo_dask.stages`.
 
-        ``running`` are stages in flight (token to ``(node, start, stop)``), whose states are
-        not planned again; ``exclude`` are pending requests somebody already takes care of.
+        ``requests`` limits the tree to those ``(node, steps)`` (default: every pending
+        request); ``running`` are stages in flight (token to ``(node, start, stop)``), whose
+        states are not planned again; ``exclude`` are requests somebody already takes care of.
         """
         skip = set(exclude)
-        pending = [item for item in self.pending() if item not in skip]
-        return build_stage_tree(pending, running=running)
+        wanted = self.pending() if requests is None else sorted(
+            {r for r in requests if r[1] not in r[0].metrics}, key=lambda r: (r[0].id, r[1])
+        )
+        return build_stage_tree([r for r in wanted if r not in skip], running=running)
 
     def __repr__(self) -> str:
         s = self.stats()
