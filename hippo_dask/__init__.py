@@ -4,6 +4,7 @@ Trials whose hyper-parameter sequences agree on a prefix share it: the prefix is
 checkpointed, and every trial below resumes from it (Hippo's stage trees).
 """
 
+from hippo_dask import _settings  # noqa: F401  (registers hippo.yaml with dask.config)
 from hippo_dask import cluster, seq, tuners
 from hippo_dask.errors import (
     CheckpointNotFoundError,

@@ -178,6 +178,10 @@ class Study:
         Hippo's "Hippo-trial"); it never reuses the shared runs' work.
     storage_options
         Passed to fsspec (credentials, ``endpoint_url``); never written to storage or logs.
+    storage_timeout
+        Seconds storage may stay unreachable (writes are retried with backoff) before the study
+        stops with :class:`~hippo_dask.StorageError`; default: the ``hippo.storage-timeout``
+        setting (300 s). The plan journal stays intact either way.
     retries
         Run a stage whose trainer raised up to that many more times (on the same worker, from
         its last checkpoint) before the trials that need it are marked failed.
@@ -199,6 +203,7 @@ class Study:
         storage_options: Mapping[str, Any] | None = None,
         version: str | None = None,
         retries: int = 0,
+        storage_timeout: float | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise HippoError(
@@ -222,6 +227,7 @@ class Study:
         self.sharing = bool(sharing)
         self.eval_every = eval_every
         self.retries = retries
+        self.storage_timeout = storage_timeout
         self.storage_options = dict(storage_options or {})
         self.fingerprint = _fingerprint(trainer_cls, version)
         _check_picklable(trainer_cls)
@@ -345,6 +351,7 @@ class Study:
                 salt=self.fingerprint,
                 eval_every=self.eval_every,
                 retries=self.retries,
+                storage_timeout=self.storage_timeout,
             )
         return self._driver
 
@@ -368,6 +375,10 @@ class Study:
         except TrialFailedError as exc:
             if run is not None:
                 run.record(trial, steps, None, exc)
+            raise
+        except HippoError as exc:  # storage down, a misconfigured cluster: the run stops
+            if run is not None and run.fatal is None:
+                run.fatal = exc
             raise
         if run is not None:
             run.record(trial, steps, metrics, None)

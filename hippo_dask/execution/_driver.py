@@ -30,13 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hippo_dask.errors import HippoError, HippoWarning
+from hippo_dask._settings import setting
+from hippo_dask.errors import HippoError, HippoWarning, StorageError
 from hippo_dask.execution._identity import state_digest
 from hippo_dask.execution._spec import Point, StageReport, StageSpec
 from hippo_dask.execution._worker import add_points_async, run_stage
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.plan._trie import Trie
 from hippo_dask.stages import Stage, StageTree
+from hippo_dask.storage._retry import with_retries
 from hippo_dask.trial import Trial
 
 if TYPE_CHECKING:
@@ -51,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 GPU = "GPU"
 _HEARTBEAT = 1.0
-#: Seconds between looks at the journal for other processes' records while requests wait.
-_REFRESH = 2.0
 #: Finished stage futures kept referenced, so that the same stage planned again by another
 #: driver on this client (another study of the same plan) finds the result instead of
 #: recomputing it: Dask forgets a key as soon as nobody holds its future.
@@ -118,6 +118,9 @@ class Driver:
         Also record metrics every that many steps (learning curves), or ``None``.
     retries
         Dask retries of a stage whose trainer raised.
+    storage_timeout
+        Seconds storage may stay unreachable before the study stops (default: the
+        ``hippo.storage-timeout`` setting).
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class Driver:
         salt: str = "",
         eval_every: int | None = None,
         retries: int = 0,
+        storage_timeout: float | None = None,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -142,6 +146,8 @@ class Driver:
         self.salt = salt
         self.eval_every = eval_every
         self.retries = retries
+        self.storage_timeout = float(setting("storage-timeout", storage_timeout))
+        self.refresh_interval = float(setting("refresh-interval"))
         self.stats = RunStats()
         self.loop = asyncio.get_running_loop()
         self._waiters: dict[tuple[Node, int], list[asyncio.Future[dict[str, float]]]] = {}
@@ -191,7 +197,7 @@ class Driver:
             await asyncio.sleep(_HEARTBEAT)
             if not self._waiters:
                 continue
-            if self.loop.time() - last_refresh >= _REFRESH:
+            if self.loop.time() - last_refresh >= self.refresh_interval:
                 last_refresh = self.loop.time()
                 self._refresh()
             self.kick()
@@ -264,8 +270,12 @@ class Driver:
             )
         return gpu
 
+    def _flush(self) -> None:
+        with_retries(self.plan.flush, what=f"writing the plan journal of {self.plan.url}",
+                     timeout=self.storage_timeout)
+
     def _schedule(self) -> None:
-        self.plan.flush()
+        self._flush()
         workers = self._workers()
         self._abandon_lost_workers(set(workers))
         for worker in list(self._queued):
@@ -461,6 +471,7 @@ class Driver:
                 points=points,
                 store=self.store,
                 sources=self._sources(stage),
+                storage_timeout=self.storage_timeout,
             )
             deps = [previous] if previous is not None else []
             future = self.client.submit(
@@ -538,7 +549,7 @@ class Driver:
                 rows.append((node, point))
         if report.seconds_per_step is not None:
             plan.record_profile(running.node, report.seconds_per_step)
-        plan.flush()
+        self._flush()
         stats = self.stats
         stats.executed_steps += report.trained_steps
         stats.stages += 1
@@ -561,15 +572,18 @@ class Driver:
         from hippo_dask.storage import MetricRow, StageRecord
 
         assert self.metrics is not None
-        self.metrics.append([
+        metrics = self.metrics
+        rows_ = [
             MetricRow(trial=node.owner.id, step=p.step, values=p.metrics, wall_time=p.wall_time,
                       worker=report.worker)
             for node, p in rows
-        ])
-        self.metrics.append_stages([
-            StageRecord(node=running.node.owner.id, start_step=running.start, step=running.stop,
-                        started=report.started, finished=report.finished, worker=report.worker)
-        ])
+        ]
+        stage = StageRecord(node=running.node.owner.id, start_step=running.start, step=running.stop,
+                            started=report.started, finished=report.finished, worker=report.worker)
+        with_retries(lambda: metrics.append(rows_), what="appending metrics to the zarr store",
+                     timeout=self.storage_timeout)
+        with_retries(lambda: metrics.append_stages([stage]), what="appending a stage record",
+                     timeout=self.storage_timeout)
 
     def _resolve(self, node: Node, step: int) -> None:
         metrics = node.metrics.get(step)
@@ -596,6 +610,10 @@ class Driver:
         self, running: _Running, exc: BaseException, text: str, exc_type: str | None = None
     ) -> None:
         kind = exc_type or type(exc).__name__
+        if isinstance(exc, StorageError) or kind == "StorageError":
+            # Storage stayed down past the limit: no trial can go on, stop the study.
+            self._fail_everyone(StorageError(f"stage {running.key} on {running.worker}: {exc}"))
+            return
         error = TrialFailedError(
             f"stage {running.key} failed on {running.worker}: {kind}: {exc}",
             exc_type=kind, stage=running.key, worker_traceback=text,

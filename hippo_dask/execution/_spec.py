@@ -47,6 +47,7 @@ class StageSpec:
     store: CheckpointStore
     sources: tuple[tuple[int, str], ...] = ()
     previous: str | None = None
+    storage_timeout: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from hippo_dask.errors import CheckpointNotFoundError, CorruptCheckpointError
 from hippo_dask.execution._identity import state_digest
 from hippo_dask.execution._spec import Point, PointResult, StageReport, StageSpec
 from hippo_dask.seq._base import native
+from hippo_dask.storage._retry import with_retries
 from hippo_dask.trainer import Trainer
 
 __all__ = ["CHECKPOINT_FORMAT", "add_points", "add_points_async", "live_digests", "pending_points", "run_stage"]
@@ -168,7 +169,8 @@ def _restore(spec: StageSpec, report: StageReport) -> _Live:
         return live
     for step, uri in spec.sources:
         try:
-            state = spec.store.load(uri)
+            state = with_retries(lambda: spec.store.load(uri), what=f"loading checkpoint {uri}",
+                                 timeout=spec.storage_timeout)
             expected = state_digest(spec.trial, step, spec.salt)
             if state.get("digest") != expected or state.get("format") != CHECKPOINT_FORMAT:
                 raise CorruptCheckpointError(
@@ -292,7 +294,9 @@ def _handle_point(live: _Live, spec: StageSpec, point: Point | None, report: Sta
             "step": point.step,
             "trainer": live.trainer.state_dict(),
         }
-        uri = spec.store.save(point.checkpoint, state)
+        name = point.checkpoint
+        uri = with_retries(lambda: spec.store.save(name, state), what=f"saving checkpoint {name}",
+                           timeout=spec.storage_timeout)
     metrics = _check_metrics(live.trainer, live.trainer.evaluate()) if point.evaluate else None
     report.points.append(
         PointResult(step=point.step, metrics=metrics, checkpoint=uri, wall_time=result.wall_time)

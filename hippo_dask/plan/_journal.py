@@ -89,7 +89,7 @@ class Journal:
         try:
             self.fs.pipe_file(path, b"probe")
             self.fs.rm_file(path)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
             raise JournalError(
                 f"cannot write to {self.url}: {type(exc).__name__}: {exc}"
             ) from None
@@ -99,6 +99,8 @@ class Journal:
             entries = self.fs.ls(self.folder, detail=False, refresh=True)
         except FileNotFoundError:
             return []
+        except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
+            raise JournalError(f"cannot list {self.folder}: {type(exc).__name__}: {exc}") from None
         names = [e.rsplit("/", 1)[-1] for e in entries]
         return sorted(n for n in names if n.endswith(".jsonl") and not n.startswith("."))
 
@@ -107,8 +109,11 @@ class Journal:
         for name in self._segment_names():
             if name in self._seen:
                 continue
+            try:
+                data = self.fs.cat_file(f"{self.folder}/{name}")
+            except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
+                raise JournalError(f"cannot read {self.folder}/{name}: {exc}") from None
             self._seen.add(name)
-            data = self.fs.cat_file(f"{self.folder}/{name}")
             lines = data.splitlines(keepends=True)
             for number, line in enumerate(lines, start=1):
                 record = decode_line(line)
@@ -141,7 +146,9 @@ class Journal:
                 os.replace(temporary, path)
             else:
                 self.fs.pipe_file(path, data)
-        except OSError as exc:
-            raise JournalError(f"cannot write search plan segment {path}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
+            raise JournalError(
+                f"cannot write search plan segment {path}: {type(exc).__name__}: {exc}"
+            ) from None
         self._seen.add(name)
         logger.debug("journal: wrote %s records to %s", len(records), path)

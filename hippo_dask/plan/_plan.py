@@ -142,8 +142,8 @@ class SearchPlan:
     def flush(self) -> None:
         """Write the records since the last flush as one journal segment (no-op in memory)."""
         if self._journal is not None and self._buffer:
-            records, self._buffer = self._buffer, []
-            self._journal.append(records)
+            self._journal.append(self._buffer)  # on failure the records stay buffered
+            self._buffer = []
         elif self._journal is None:
             self._buffer.clear()
 
