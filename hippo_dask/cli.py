@@ -72,7 +72,48 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--seconds-per-step", type=_seconds, default=1.0, metavar="S",
                       help="estimated seconds per training step, for the critical path (default 1)")
     plan.set_defaults(run=_plan, parser=plan)
+
+    gc = commands.add_parser(
+        "gc",
+        help="delete checkpoints a study no longer needs",
+        description=(
+            "Delete checkpoints of the study at STORAGE_URL (with --name, the study of that name "
+            "under it) that no pending request needs. Never deletes what a running study resumes "
+            "from. --keep all only removes orphaned files; branch-points (default) also "
+            "checkpoints that are not where trials diverge; best keeps only the best trial's "
+            "final checkpoint besides what pending requests need. Credentials come from the "
+            "environment (e.g. AWS_ACCESS_KEY_ID) or --endpoint-url for S3-compatible stores."
+        ),
+    )
+    gc.add_argument("storage", metavar="STORAGE_URL", help="the study's folder, or its storage root with --name")
+    gc.add_argument("--name", help="the study's name, if STORAGE_URL is the storage root")
+    gc.add_argument("--keep", choices=["best", "branch-points", "all"], default="branch-points")
+    gc.add_argument("--metric", help="metric that ranks trials for --keep best")
+    gc.add_argument("--mode", choices=["max", "min"], default="max")
+    gc.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    gc.add_argument("--orphan-age", type=_seconds, default=3600.0, metavar="S",
+                    help="delete unreferenced checkpoint files older than S seconds (default 3600)")
+    gc.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
+    gc.set_defaults(run=_gc, parser=gc)
     return parser
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from hippo_dask.errors import HippoError
+    from hippo_dask.storage import collect_garbage
+
+    url = args.storage.rstrip("/") + (f"/{args.name}" if args.name else "")
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    try:
+        report = collect_garbage(url, options, keep=args.keep, metric=args.metric, mode=args.mode,
+                                 dry_run=args.dry_run, orphan_age=args.orphan_age)
+    except HippoError as exc:
+        print(f"hippo-dask gc: {exc}", file=sys.stderr)
+        return 2
+    print(f"{url}: {report}")
+    for uri in report.deleted + report.orphans:
+        print(f"  {uri}")
+    return 0
 
 
 def _user_line(exc: BaseException, path: str) -> int | None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import distributed
     import pandas as pd
 
+    from hippo_dask.storage import GarbageReport
     from hippo_dask.tuners import Tuner
 
 __all__ = ["Result", "Study", "StudyStats", "TrialResult"]
@@ -269,6 +270,17 @@ class Study:
                 HippoWarning,
                 stacklevel=3,
             )
+
+    def gc(self, keep: str = "branch-points", *, metric: str | None = None, mode: str = "max",
+           dry_run: bool = False, orphan_age: float = 3600.0) -> GarbageReport:
+        """Delete checkpoints this study no longer needs; see :func:`hippo_dask.storage.collect_garbage`."""
+        from hippo_dask.storage import collect_garbage
+
+        self.plan.flush()
+        report = collect_garbage(self.root, self.storage_options, keep=keep, metric=metric,
+                                 mode=mode, dry_run=dry_run, orphan_age=orphan_age)
+        self.plan.refresh()  # take in what the collection forgot
+        return report
 
     # -- the cluster --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from hippo_dask.storage._checkpoints import (
     CheckpointStore,
     FsspecCheckpointStore,
 )
+from hippo_dask.storage._gc import GarbageReport, collect_garbage
 from hippo_dask.storage._metrics import MetricRow, MetricsStore, StageRecord, new_writer_id
 
 __all__ = [
@@ -21,8 +22,10 @@ __all__ = [
     "MAGIC",
     "CheckpointStore",
     "FsspecCheckpointStore",
+    "GarbageReport",
     "MetricRow",
     "MetricsStore",
     "StageRecord",
+    "collect_garbage",
     "new_writer_id",
 ]
