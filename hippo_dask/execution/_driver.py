@@ -148,6 +148,7 @@ class Driver:
         self.retries = retries
         self.storage_timeout = float(setting("storage-timeout", storage_timeout))
         self.refresh_interval = float(setting("refresh-interval"))
+        self.checkpoint_interval = float(setting("checkpoint-interval"))
         self.stats = RunStats()
         self.loop = asyncio.get_running_loop()
         self._waiters: dict[tuple[Node, int], list[asyncio.Future[dict[str, float]]]] = {}
@@ -330,8 +331,22 @@ class Driver:
         for r in lost:
             self._count_loss(r)
 
+    def _salvage(self, r: _Running) -> None:
+        """Record the checkpoints a lost stage wrote before its worker died (found by name)."""
+        for step, point in sorted(r.points.items()):
+            if point.checkpoint is None or step in r.node.checkpoints:
+                continue
+            uri = self.store.uri(point.checkpoint)
+            try:
+                if self.store.exists(uri):
+                    self.plan.record_checkpoint(r.node, step, uri)
+                    logger.info("stage %s had saved step %d before its worker left", r.key, step)
+            except OSError as exc:
+                logger.warning("could not look for %s: %s", uri, exc)
+
     def _count_loss(self, r: _Running) -> None:
         """This stage lost its worker; once it lost that many different ones, its trials fail."""
+        self._salvage(r)
         self._dead.add(r.worker)
         # Dask may still be forgetting the cancelled key: a resubmission must not reuse it.
         base = r.key.split("~", 1)[0]
@@ -436,11 +451,18 @@ class Driver:
         """
         points = {stage.stop: Point(stage.stop, stage.evaluate,
                                     self._checkpoint_name(stage.node, stage.stop))}
+        # Long stages also save every checkpoint-interval seconds of (profiled) training, at
+        # steps fixed in advance: if the worker dies, the driver finds them by name.
+        every = max(1, int(self.checkpoint_interval / max(stage.node.profile(), 1e-9)))
+        first = (stage.start // every + 1) * every
+        for step in range(first, stage.stop, every):
+            points[step] = Point(step, False, self._checkpoint_name(stage.node, step))
         if self.eval_every:
             first = (stage.start // self.eval_every + 1) * self.eval_every
             for step in range(first, stage.stop, self.eval_every):
                 if step not in stage.node.metrics:
-                    points[step] = Point(step, True, None)
+                    saved = points.get(step)
+                    points[step] = Point(step, True, saved.checkpoint if saved else None)
         return tuple(points[s] for s in sorted(points))
 
     def _stage_key(self, stage: Stage, points: tuple[Point, ...]) -> str:

@@ -126,6 +126,25 @@ def _worker_address() -> str:
         return "local"
 
 
+def _cancelled(key: str) -> bool:
+    """Whether Dask gave up on task ``key`` while it runs (its client left, or cancelled it).
+
+    Dask cannot interrupt a running task's thread; a stage that checks this between training
+    calls stops instead of training on for nobody, holding a GPU.
+    """
+    try:
+        from distributed import get_worker
+
+        task = get_worker().state.tasks.get(key)
+    except (ValueError, AttributeError):
+        return False
+    return task is None or task.state in ("cancelled", "released", "forgotten")
+
+
+class StageCancelled(Exception):
+    """The stage's task was cancelled while it ran; what it trained so far is dropped."""
+
+
 def _configure_threads() -> None:
     """One torch thread per worker thread: reproducible, and no oversubscription."""
     global _threads_set
@@ -239,6 +258,8 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
     _handle_point(live, spec, points.get(step), report)
     chunk = 1  # steps per train() call: grows until a call takes about CHUNK_SECONDS
     while step < spec.stop:
+        if _cancelled(spec.key):
+            raise StageCancelled(f"{spec.key} cancelled at step {step}")
         if step in changes:
             _setup(live, spec, step)
         for p in _take_control(spec.key):
