@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 GPU = "GPU"
 _HEARTBEAT = 1.0
+#: Seconds the background writer waits to batch metric rows before writing them.
+_WRITE_DELAY = 0.5
 #: Finished stage futures kept referenced, so that the same stage planned again by another
 #: driver on this client (another study of the same plan) finds the result instead of
 #: recomputing it: Dask forgets a key as soon as nobody holds its future.
@@ -163,6 +165,11 @@ class Driver:
         self._losses: dict[tuple[Node, int], set[str]] = {}
         self._dead: set[str] = set()  # workers that left: the client's list may lag behind
         self._attempts: dict[str, int] = {}  # keys resubmitted after a loss get a new name
+        self._missing: dict[str, int] = {}  # looks in a row that did not see a worker
+        self._dead_ends: dict[tuple[Node, int], int] = {}  # trainer errors per stage end
+        self._rows: list[Any] = []  # metric rows and stage records waiting to be written
+        self._stage_rows: list[Any] = []
+        self._writer: asyncio.Task[None] | None = None
         self.on_report: list[Callable[[StageReport], None]] = []
 
     # -- what tuners call ---------------------------------------------------------------------
@@ -216,7 +223,7 @@ class Driver:
                 self._resolve(node, step)
 
     async def close(self) -> None:
-        """Cancel what is still running and fail what is still waiting."""
+        """Cancel what is still running, fail what is still waiting, write queued metrics."""
         self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -230,7 +237,15 @@ class Driver:
                 if not w.done():
                     w.cancel()
         self._waiters.clear()
-        self.plan.flush()
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        if self.metrics is not None and (self._rows or self._stage_rows):
+            await self._write_metrics()
+        try:
+            self.plan.flush()
+        except OSError as exc:  # storage down: keep the records buffered for a later flush
+            logger.error("could not write the plan journal at close (%s); %d records stay "
+                         "buffered in this process", exc, len(self.plan._buffer))
 
     # -- scheduling ---------------------------------------------------------------------------
 
@@ -257,7 +272,9 @@ class Driver:
         self._waiters.clear()
 
     def _workers(self) -> list[str]:
-        info = self.client.scheduler_info(n_workers=-1)
+        # Ask the scheduler: the client's cached view (scheduler_info) is refreshed in the
+        # background and can read as empty for a moment.
+        info = self.client.sync(self.client.scheduler.identity, n_workers=-1)
         workers = info.get("workers", {})
         gpu = sorted(
             a for a, w in workers.items()
@@ -308,6 +325,21 @@ class Driver:
                 self._submit(chain, source.worker, tree, after=source)
             elif idle:
                 self._submit(chain, idle.pop(0), tree)
+            else:
+                self._queue_behind(chain, workers, tree)
+
+    def _queue_behind(self, chain: list[Stage], workers: list[str], tree: StageTree) -> None:
+        """Queue a ready chain behind a busy worker's only chain, so the worker goes on without
+        waiting for the driver when it finishes; the least loaded worker gets it."""
+        candidates = []
+        for worker in workers:
+            keys = self._queued.get(worker, [])
+            if keys and keys[-1] in self._running and self._running[keys[-1]].chain == keys:
+                left = sum(r.stop - r.start for k in keys if (r := self._running.get(k)) is not None)
+                candidates.append((left, worker))
+        if candidates:
+            _, worker = min(candidates)
+            self._submit(chain, worker, tree, after=self._running[self._queued[worker][-1]])
 
     def _abandon_lost_workers(self, alive: set[str]) -> None:
         """Stages on a worker that left (killed, pre-empted, restarted) are planned again.
@@ -316,7 +348,15 @@ class Driver:
         them stops Dask from recomputing finished stages whose small results died with the
         worker. The next stage tree resumes from the latest checkpoints.
         """
-        lost = [r for r in self._running.values() if r.worker not in alive]
+        gone = {r.worker for r in self._running.values() if r.worker not in alive}
+        for worker in list(self._missing):
+            if worker not in gone:
+                del self._missing[worker]
+        for worker in gone:
+            self._missing[worker] = self._missing.get(worker, 0) + 1
+        # A worker counts as gone once two looks in a row miss it (or Dask cancelled its task).
+        lost = [r for r in self._running.values()
+                if r.worker in self._dead or self._missing.get(r.worker, 0) >= 2]
         if not lost:
             return
         lost_workers = {r.worker for r in lost}
@@ -359,10 +399,11 @@ class Driver:
         workers.add(r.worker)
         count = len(workers)
         if count >= _MAX_LOSSES:
-            self._stage_failed(r, RuntimeError(
+            self._stage_failed(
+                r, "WorkerLost",
                 f"the worker running this stage left {count} times; it is probably crashing "
-                "on it (out of memory? a trainer class the workers cannot import?)"
-            ), "", exc_type="WorkerLost")
+                "on it (out of memory? a trainer class the workers cannot import?)", "",
+            )
 
     def _wanted(self) -> list[tuple[Node, int]]:
         """What this driver's callers wait for and the plan does not hold yet.
@@ -476,6 +517,9 @@ class Driver:
 
     def _submit(self, chain: list[Stage], worker: str, tree: StageTree, after: _Running | None = None) -> None:
         previous = after.future if after is not None else None
+        # The chain's first stage continues from ``after`` only when its state comes from it;
+        # a chain queued behind another (lookahead) depends on it for order alone.
+        chained = after is not None and chain[0].after is not None
         keys: list[str] = []
         for stage in chain:
             points = self._points(stage)
@@ -494,11 +538,12 @@ class Driver:
                 store=self.store,
                 sources=self._sources(stage),
                 storage_timeout=self.storage_timeout,
+                chained=chained,
             )
             deps = [previous] if previous is not None else []
             future = self.client.submit(
                 run_stage, spec, *deps, key=key, workers=[worker], allow_other_workers=False,
-                resources={GPU: 1}, priority=int(tree.remaining(stage)), retries=self.retries,
+                resources={GPU: 1}, priority=int(tree.remaining(stage)),
             )
             running = _Running(key, stage.node, stage.start, stage.stop, worker,
                                {p.step: p for p in points}, future)
@@ -507,6 +552,7 @@ class Driver:
             keys.append(key)
             future.add_done_callback(self._callback(key))
             previous = future
+            chained = True
         for key in keys:
             self._running[key].chain = keys
         logger.info("chain of %d stages (%d steps) to %s", len(chain), sum(s.steps for s in chain), worker)
@@ -539,18 +585,23 @@ class Driver:
             return
         status, value, text = payload
         try:
-            if status == "ok":
-                self._finished[key] = (running.future, value)
-                while len(self._finished) > _KEEP_FINISHED:
-                    self._finished.popitem(last=False)
-                self._record(running, value)
+            if status == "ok" and value.skipped:
+                pass  # the stage it continues from failed, and that failure is handled
+            elif status == "ok":
+                self._record(running, value)  # what it did before any error still counts
+                if value.error is not None:
+                    self._trainer_raised(running, *value.error)
+                else:
+                    self._finished[key] = (running.future, value)
+                    while len(self._finished) > _KEEP_FINISHED:
+                        self._finished.popitem(last=False)
             elif _is_cancellation(value):
                 # Nobody here cancelled it (ours are no longer running): Dask gave up on it,
                 # because its worker died. Plan it again, up to a limit.
                 self._queued.get(running.worker, []).clear()
                 self._count_loss(running)
             else:
-                self._stage_failed(running, value, text)
+                self._stage_failed(running, type(value).__name__, str(value), text)
         except Exception as exc:  # noqa: BLE001 - never leave a waiter hanging
             logger.exception("recording stage %s failed; stopping the study", key)
             self._fail_everyone(exc)
@@ -584,28 +635,56 @@ class Driver:
         else:
             stats.resumed_from_checkpoint += 1
         if self.metrics is not None:
-            self._append_metrics(running, report, rows)
+            self._queue_metrics(running, report, rows)
         for callback in self.on_report:
             callback(report)
         for node, point in rows:
             self._resolve(node, point.step)
 
-    def _append_metrics(self, running: _Running, report: StageReport, rows: list[tuple[Node, Any]]) -> None:
+    def _queue_metrics(self, running: _Running, report: StageReport, rows: list[tuple[Node, Any]]) -> None:
+        """Hand metric rows and the stage's timing to the background writer.
+
+        A zarr commit takes milliseconds (tens on S3); done on this loop per report, it delays
+        every other report and submission, so rows are written in batches off the loop.
+        """
         from hippo_dask.storage import MetricRow, StageRecord
 
-        assert self.metrics is not None
-        metrics = self.metrics
-        rows_ = [
+        self._rows.extend(
             MetricRow(trial=node.owner.id, step=p.step, values=p.metrics, wall_time=p.wall_time,
                       worker=report.worker)
             for node, p in rows
-        ]
-        stage = StageRecord(node=running.node.owner.id, start_step=running.start, step=running.stop,
-                            started=report.started, finished=report.finished, worker=report.worker)
-        with_retries(lambda: metrics.append(rows_), what="appending metrics to the zarr store",
-                     timeout=self.storage_timeout)
-        with_retries(lambda: metrics.append_stages([stage]), what="appending a stage record",
-                     timeout=self.storage_timeout)
+        )
+        self._stage_rows.append(
+            StageRecord(node=running.node.owner.id, start_step=running.start, step=running.stop,
+                        started=report.started, finished=report.finished, worker=report.worker)
+        )
+        if self._writer is None or self._writer.done():
+            self._writer = self.loop.create_task(self._write_metrics(delay=_WRITE_DELAY))
+
+    async def _write_metrics(self, delay: float = 0.0) -> None:
+        """Write what is queued (after ``delay``, to batch), again until nothing is left."""
+        metrics = self.metrics
+        assert metrics is not None
+        if delay:
+            await asyncio.sleep(delay)
+        while self._rows or self._stage_rows:
+            rows, self._rows = self._rows, []
+            stages, self._stage_rows = self._stage_rows, []
+
+            def write() -> None:
+                if rows:
+                    with_retries(lambda: metrics.append(rows), what="appending metrics to the zarr store",
+                                 timeout=self.storage_timeout)
+                if stages:
+                    with_retries(lambda: metrics.append_stages(stages), what="appending stage records",
+                                 timeout=self.storage_timeout)
+
+            try:
+                await asyncio.to_thread(write)
+            except Exception as exc:  # noqa: BLE001 - storage gone past the limit: stop
+                logger.error("writing metrics failed: %s", exc)
+                self._fail_everyone(exc)
+                return
 
     def _resolve(self, node: Node, step: int) -> None:
         metrics = node.metrics.get(step)
@@ -628,16 +707,24 @@ class Driver:
                         stacklevel=1,
                     )
 
-    def _stage_failed(
-        self, running: _Running, exc: BaseException, text: str, exc_type: str | None = None
-    ) -> None:
-        kind = exc_type or type(exc).__name__
-        if isinstance(exc, StorageError) or kind == "StorageError":
+    def _trainer_raised(self, running: _Running, kind: str, message: str, text: str) -> None:
+        """The trainer raised in this stage: plan it again up to ``retries`` times, then fail."""
+        self._dead_ends.setdefault((running.node, running.stop), 0)
+        self._dead_ends[(running.node, running.stop)] += 1
+        if kind != "StorageError" and self._dead_ends[(running.node, running.stop)] <= self.retries:
+            logger.warning("stage %s raised %s: %s; running it again", running.key, kind, message)
+            base = running.key.split("~", 1)[0]
+            self._attempts[base] = self._attempts.get(base, 0) + 1
+            return
+        self._stage_failed(running, kind, message, text)
+
+    def _stage_failed(self, running: _Running, kind: str, message: str, text: str) -> None:
+        if kind == "StorageError":
             # Storage stayed down past the limit: no trial can go on, stop the study.
-            self._fail_everyone(StorageError(f"stage {running.key} on {running.worker}: {exc}"))
+            self._fail_everyone(StorageError(f"stage {running.key} on {running.worker}: {message}"))
             return
         error = TrialFailedError(
-            f"stage {running.key} failed on {running.worker}: {kind}: {exc}",
+            f"stage {running.key} failed on {running.worker}: {kind}: {message}",
             exc_type=kind, stage=running.key, worker_traceback=text,
         )
         logger.warning("%s", error)

@@ -48,6 +48,9 @@ class StageSpec:
     sources: tuple[tuple[int, str], ...] = ()
     previous: str | None = None
     storage_timeout: float = 300.0
+    #: The first Dask dependency is the stage whose end state this one continues from (its
+    #: failure means this stage must not run); otherwise dependencies only order stages.
+    chained: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class StageReport:
     points: list[PointResult] = field(default_factory=list)
     bad_checkpoints: list[tuple[str, str]] = field(default_factory=list)
     missed: list[int] = field(default_factory=list)
+    error: tuple[str, str, str] | None = None  # (type, message, traceback) if the trainer raised
+    skipped: bool = False  # not run: the stage it continues from failed
 
     @property
     def seconds_per_step(self) -> float | None:

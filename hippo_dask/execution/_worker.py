@@ -20,6 +20,7 @@ import numbers
 import sys
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -239,14 +240,33 @@ def _setup(live: _Live, spec: StageSpec, step: int) -> None:
 def run_stage(spec: StageSpec, *after: Any) -> StageReport:
     """Train one stage on this worker and report metrics, checkpoints and timings.
 
-    ``after`` are the reports of stages this one waits for (Dask passes them in); they are not
-    used, only waited on.
+    ``after`` are the reports of stages this one waits for (Dask passes them in). A trainer
+    that raises does not fail the Dask task: the error goes back in the report, so stages that
+    only queue behind this one on the worker still run; a stage that continues from it
+    (``spec.chained``) sees the failure in its first argument and skips itself.
     """
-    _configure_threads()
     report = StageReport(
         key=spec.key, worker=_worker_address(), started=time.time(), finished=0.0,
         trained_steps=0, train_seconds=0.0, resumed_from="",
     )
+    if spec.chained and after and isinstance(after[0], StageReport) and (
+        after[0].error is not None or after[0].skipped
+    ):
+        report.skipped = True
+        report.finished = time.time()
+        return report
+    try:
+        _train_stage(spec, report)
+    except StageCancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported to the driver with the traceback
+        report.error = (type(exc).__name__, str(exc), "".join(traceback.format_tb(exc.__traceback__)))
+    report.finished = time.time()
+    return report
+
+
+def _train_stage(spec: StageSpec, report: StageReport) -> None:
+    _configure_threads()
     live = _restore(spec, report)
     step = live.step
     points: dict[int, Point] = {}
@@ -285,8 +305,6 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
             report.missed.append(p.step)
     live.digest = spec.stop_digest
     _keep_live(live)
-    report.finished = time.time()
-    return report
 
 
 def _merge_point(points: dict[int, Point], point: Point) -> None:
