@@ -24,6 +24,9 @@ each stage was submitted, and how long the driver spent scheduling, handling rep
 the scheduler for its workers, flushing the journal and writing the zarr metrics. The
 definitions of every column are printed with the table (and kept in ``DEFINITIONS``).
 
+A run that does not finish in ``60 s + 5 x`` its single-worker work is stopped with the
+driver's state (an engine hang must not hang the benchmark).
+
     .venv/bin/python benchmarks/sim.py                       # W = 1 2 4 8, writes RESULTS.md
     .venv/bin/python benchmarks/sim.py --quick               # smoke test, writes nothing
     .venv/bin/python benchmarks/sim.py --workers 8 --seconds-per-step 0.01 --no-record
@@ -33,6 +36,8 @@ definitions of every column are printed with the table (and kept in ``DEFINITION
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import datetime
 import heapq
 import json
@@ -40,6 +45,7 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,11 +62,19 @@ GOAL_RATIO = 1.15
 GOAL_OVERHEAD_MS = 20.0
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADING = "## Scheduler simulation (benchmarks/sim.py)"
+GAPS = [
+    "Dask: next task already submitted (in-chain hand-over)",
+    "report: worker -> client (Dask)",
+    "report: client -> driver loop (loop busy)",
+    "driver: report handling + scheduling (+ start-up)",
+    "Dask: submitted -> started",
+]
 
 DEFINITIONS = """\
 Definitions (all times wall clock; worker and driver timestamps share the host's clock):
 
-- **wall**: `time.perf_counter()` around `study.tune(hd.tuners.Grid(...))`, fresh storage root,
+- **wall**: `time.perf_counter()` around `study.tune(hd.tuners.Grid(...))` (run as
+  `asyncio.run(study.tune_async(...))` under a watchdog, which is what `tune` does), fresh storage root,
   warmed workers (imports, a checkpoint round trip and a tiny warm-up study before timing).
 - **LB** (lower bound) = `max(critical path, unique work / W)` x seconds per step. Unique work:
   the plan's unique steps (`sharing=True`) or trials x steps (`sharing=False`); critical path:
@@ -73,13 +87,21 @@ Definitions (all times wall clock; worker and driver timestamps share the host's
 - **worker-side ms/stage**: sum over stages of `finished - started - train_seconds` (the
   `StageReport` a worker returns: restore from memory or checkpoint, `setup`, checkpoint
   writes, `evaluate`, bookkeeping in `run_stage`) / stages. Scheduling overhead inside the task.
-- **idle-while-ready ms/stage**: worker-seconds during which a worker was idle while a stage
-  whose starting state already existed (its producing stage had finished, or it starts from
-  scratch) had not started, / stages. It integrates `min(idle workers, ready stages)` over the
-  run: Dask hand-over between chained stages, reports travelling to the driver, the driver's
-  decision, submission and dispatch. Scheduling overhead outside the task.
-- **sched ms/stage** = worker-side + idle-while-ready: the scheduling overhead per stage that
-  the 20 ms goal is checked against.
+- **dispatch gap ms/stage**: for every stage, the time its worker sat idle before it from the
+  moment the worker was free *and* the stage's starting state existed (its producing stage -
+  the previous stage of the chain or the stage that wrote its checkpoint - had finished, or
+  the run started for stages from scratch), summed and divided by stages. It is cut at the
+  driver's timestamps into: the next task was already submitted (Dask's hand-over between
+  chained stages), the report travelling worker -> scheduler -> client (the client's future
+  done callback), the report waiting for the driver's event loop (busy with other reports),
+  the driver handling reports and scheduling until it submits (plus start-up: adding the
+  requests and the first schedule), and Dask from submission to start. Scheduling overhead
+  outside the task.
+- **sched ms/stage** = worker-side + dispatch gap: the scheduling overhead per stage that the
+  20 ms goal is checked against.
+- **idle-while-ready ms/stage** (cross-check): worker-seconds during which some worker was idle
+  while some stage whose starting state existed had not started (`min(idle workers, ready
+  stages)` integrated over the run), / stages. Independent of which worker got which stage.
 - **(wall-LB)/stage ms**: (wall - LB) / stages: the crude end-to-end measure (it also counts
   the tree's shape: see ideal). **(wall-ideal)/stage ms** takes the shape out.
 """
@@ -164,6 +186,7 @@ class Trace:
     reports: list[Any] = field(default_factory=list)
     received: dict[str, float] = field(default_factory=dict)  # key -> driver got the report
     submitted: dict[str, float] = field(default_factory=dict)  # key -> driver submitted it
+    seen: dict[str, float] = field(default_factory=dict)  # key -> client's future done (Dask thread)
     timers: dict[str, list[float]] = field(default_factory=dict)  # name -> durations (s)
 
     def timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -201,6 +224,8 @@ def instrument(driver: Any, trace: Trace) -> None:
         submit(chain, worker, tree, after=after)
         for key in driver._queued.get(worker, [])[-len(chain):]:
             trace.submitted.setdefault(key, now)
+            driver._running[key].future.add_done_callback(
+                lambda _, key=key: trace.seen.setdefault(key, time.time()))
 
     driver._submit = trace.timed("submit a chain (_submit)", on_submit)
     driver._schedule_now = trace.timed("schedule (_schedule_now)", driver._schedule_now)
@@ -209,8 +234,21 @@ def instrument(driver: Any, trace: Trace) -> None:
     driver.plan.stage_tree = trace.timed("stage tree (plan.stage_tree)", driver.plan.stage_tree)
     if driver.metrics is not None:
         driver.metrics.append = trace.timed("zarr metrics append", driver.metrics.append)
+        # Called in a worker thread (the driver batches its metric writes off its event loop).
         driver.metrics.append_stages = trace.timed("zarr stages append",
                                                    driver.metrics.append_stages)
+    queue_behind = getattr(driver, "_queue_behind", None)
+    if queue_behind is not None:
+        queued = trace.timers.setdefault("lookahead chains queued (_queue_behind)", [])
+
+        def on_queue_behind(chain: list[Any], workers: list[str], tree: Any) -> None:
+            # Timed only when it queued the chain (no busy worker with a single chain: no-op).
+            before, began = len(driver._running), time.perf_counter()
+            queue_behind(chain, workers, tree)
+            if len(driver._running) > before:
+                queued.append(time.perf_counter() - began)
+
+        driver._queue_behind = on_queue_behind
 
 
 class TracedStudy(hd.Study):
@@ -240,9 +278,11 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
         by_worker.setdefault(r.worker, []).append(r)
 
     producer: dict[str, Any] = {}
+    before: dict[str, Any] = {}  # key -> the stage its worker ran just before it
     for lane in by_worker.values():
         previous = None
         for r in lane:
+            before[r.key] = previous
             if r.resumed_from == "memory":
                 producer[r.key] = previous
             elif r.resumed_from != "scratch":
@@ -252,7 +292,6 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
     ready: dict[str, float] = {}
     hand_over: list[float] = []  # in-chain: previous stage finished -> this one started
     to_driver: list[float] = []  # cross-chain: producer finished -> driver has its report
-    deciding: list[float] = []  # cross-chain: driver has the report -> stage submitted
     dispatch: list[float] = []  # cross-chain: submitted -> started on a worker
     for r in reports:
         p = producer.get(r.key)
@@ -266,48 +305,44 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
             sent = trace.submitted.get(r.key)
             if got is not None:
                 to_driver.append(got - p.finished)
-            if got is not None and sent is not None and sent >= got:
-                deciding.append(sent - got)
             if sent is not None:
-                dispatch.append(r.started - max(sent, p.finished))
+                prior = before.get(r.key)
+                dispatch.append(r.started - max(sent, p.finished,
+                                                prior.finished if prior is not None else t0))
 
-    # Integrate min(idle workers, ready-but-not-started stages) over [t0, t1], and share it
-    # out over what the ready stages were waiting for at the time.
-    def phase(r: Any, t: float) -> str:
-        p = producer.get(r.key)
-        if p is None:
-            sent = trace.submitted.get(r.key)
-            return "driver: not yet submitted" if sent is None or t < sent else "Dask: submitted, not started"
-        if r.resumed_from == "memory":
-            return "Dask: in-chain hand-over"
-        got = trace.received.get(p.key)
-        if got is None or t < got:
-            return "report travelling to the driver"
-        sent = trace.submitted.get(r.key)
-        if sent is not None and sent < p.finished:
-            return "Dask: queued behind its producer"
-        if sent is None or t < sent:
-            return "driver: has report, not yet submitted"
-        return "Dask: submitted, not started"
-
+    # Integrate min(idle workers, ready-but-not-started stages) over [t0, t1].
     marks = sorted({t0, t1, *(min(max(x, t0), t1) for r in reports
-                              for x in (ready[r.key], r.started, r.finished,
-                                        trace.received.get(getattr(producer.get(r.key), "key", ""), t0),
-                                        trace.submitted.get(r.key, t0)))})
+                              for x in (ready[r.key], r.started, r.finished))})
     idle_ready = 0.0
-    waiting: dict[str, float] = {}
     for a, b in zip(marks, marks[1:]):
         mid = (a + b) / 2
-        busy_now = sum(1 for r in reports if r.started <= mid < r.finished)
-        pending = [r for r in reports if min(ready[r.key], r.started) <= mid < r.started]
-        idle = workers - busy_now
-        if idle <= 0 or not pending:
-            continue
-        share = min(idle, len(pending)) * (b - a)
-        idle_ready += share
-        for r in pending:
-            name = phase(r, mid)
-            waiting[name] = waiting.get(name, 0.0) + share / len(pending)
+        idle = workers - sum(1 for r in reports if r.started <= mid < r.finished)
+        pending = sum(1 for r in reports if min(ready[r.key], r.started) <= mid < r.started)
+        idle_ready += max(0, min(idle, pending)) * (b - a)
+
+    # Each worker's gap before each of its stages, from the moment both the worker was free and
+    # the stage's starting state existed, cut at the driver's and Dask's timestamps.
+    gaps = dict.fromkeys(GAPS, 0.0)
+    for lane in by_worker.values():
+        previous = None
+        for r in lane:
+            free = max(previous.finished if previous is not None else t0, ready[r.key])
+            sent = trace.submitted.get(r.key, t0)
+            if r.started > free:
+                if sent <= free:
+                    gaps[GAPS[0]] += r.started - free
+                else:
+                    # The report the driver waited for: the later of the worker's previous
+                    # stage and the stage that produced this one's starting state.
+                    informers = [x for x in (previous, producer.get(r.key)) if x is not None]
+                    last = max(informers, key=lambda x: trace.received.get(x.key, t0), default=None)
+                    got = min(max(free, trace.received.get(last.key, t0) if last else t0), sent)
+                    seen = min(max(free, trace.seen.get(last.key, t0) if last else t0), got)
+                    gaps[GAPS[1]] += seen - free
+                    gaps[GAPS[2]] += got - seen
+                    gaps[GAPS[3]] += sent - got
+                    gaps[GAPS[4]] += r.started - sent
+            previous = r
 
     stages = len(reports)
     busy = sum(r.finished - r.started for r in reports)
@@ -321,7 +356,7 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
         "trainer_excess": train - steps * seconds_per_step,
         "worker_side": busy - train,
         "idle_ready": idle_ready,
-        "waiting": waiting,
+        "gaps": gaps,
         "idle_total": workers * (t1 - t0) - busy,
         "resumed": {
             "memory": sum(r.resumed_from == "memory" for r in reports),
@@ -330,11 +365,18 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
         },
         "hand_over": hand_over,
         "to_driver": to_driver,
-        "deciding": deciding,
         "dispatch": dispatch,
         "timers": {k: list(v) for k, v in trace.timers.items()},
         "lanes": {w: [(r.key, r.started - t0, r.finished - t0, r.trained_steps, r.resumed_from)
                       for r in lane] for w, lane in by_worker.items()},
+        "stage_log": [
+            {"key": r.key, "worker": r.worker, "resumed": r.resumed_from,
+             "producer": getattr(producer.get(r.key), "key", None),
+             "ready": ready[r.key] - t0, "started": r.started - t0, "finished": r.finished - t0,
+             "received": trace.received.get(r.key, t0) - t0,
+             "submitted": trace.submitted.get(r.key, t0) - t0}
+            for r in reports
+        ],
     }
 
 
@@ -355,7 +397,27 @@ def _warm_worker() -> int:
     return os.getpid()
 
 
-def run_one(client: Any, space: hd.GridSpace, steps: int, *, sharing: bool, name: str) -> tuple[float, hd.Result, Trace, float, float]:
+async def _tune_or_give_up(study: TracedStudy, tuner: hd.Tuner, limit: float) -> hd.Result:
+    """``study.tune_async(tuner)``, or a clear failure (with the driver's state) after ``limit``."""
+    task = asyncio.ensure_future(study.tune_async(tuner))
+    done, _ = await asyncio.wait([task], timeout=limit)
+    if task in done:
+        return task.result()
+    driver = study._driver
+    state = "no driver"
+    if driver is not None:
+        state = (f"running stages {len(driver._running)}, waiting requests "
+                 f"{sum(len(w) for w in driver._waiters.values())}, workers the driver sees "
+                 f"{driver._workers()}, workers the scheduler has "
+                 f"{sorted(study.client.sync(study.client.scheduler.identity, n_workers=-1)['workers'])}")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise SystemExit(f"study {study.name!r} did not finish within {limit:.0f} s (engine hang?): {state}")
+
+
+def run_one(client: Any, space: hd.GridSpace, steps: int, *, sharing: bool, name: str,
+            limit: float = 600.0) -> tuple[float, hd.Result, Trace, float, float]:
     trace = Trace()
     with tempfile.TemporaryDirectory(prefix="hippo-sim-") as root:
         study = TracedStudy(name, SimulatedTrainer, storage=root, client=client, sharing=sharing)
@@ -363,7 +425,7 @@ def run_one(client: Any, space: hd.GridSpace, steps: int, *, sharing: bool, name
         tuner = hd.tuners.Grid(space, metric="score", steps=steps)
         t0 = time.time()
         began = time.perf_counter()
-        result = study.tune(tuner)
+        result = asyncio.run(_tune_or_give_up(study, tuner, limit))  # what study.tune does
         wall = time.perf_counter() - began
         t1 = time.time()
         study.close()
@@ -378,18 +440,19 @@ def run_workers(workers: int, space: hd.GridSpace, steps: int, seconds_per_step:
 
     rows = []
     with LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+                      dashboard_address=":0", processes=True) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
         pids = client.run(_warm_worker)
         assert len(pids) == workers
         # A tiny study touches every code path once (driver imports, zarr, journal, tasks).
         warm = hd.GridSpace(lr=[seq.Constant(0.1)], optimizer=[f"w{i}" for i in range(workers)])
-        run_one(client, warm, 2, sharing=True, name="warm")
+        run_one(client, warm, 2, sharing=True, name="warm", limit=60)
         for sharing in (True, False) if unshared else (True,):
             shape = shapes[sharing]
             print(f"  W={workers} sharing={sharing}: running ...", flush=True)
             wall, result, trace, t0, t1 = run_one(client, space, steps, sharing=sharing,
-                                                  name="shared" if sharing else "unshared")
+                                                  name="shared" if sharing else "unshared",
+                                                  limit=60 + 5 * shape.unique * seconds_per_step)
             info = analyse(trace, t0, t1, workers, seconds_per_step)
             lb_steps = max(shape.critical_path, shape.unique / workers)
             ideal_steps = list_schedule(shape.tree, workers)
@@ -430,20 +493,22 @@ def main_table(rows: list[dict[str, Any]]) -> str:
     walls = {(r["workers"], r["sharing"]): r["wall"] for r in rows}
     lines = [
         "| W | sharing | stages | wall (s) | LB (s) | wall / LB | ideal (s) | wall / ideal "
-        "| speed-up vs unshared | worker-side ms/stage | idle-while-ready ms/stage "
-        "| sched ms/stage | (wall-LB)/stage ms | (wall-ideal)/stage ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up vs unshared | worker-side ms/stage | dispatch gap ms/stage "
+        "| sched ms/stage | idle-while-ready ms/stage | (wall-LB)/stage ms "
+        "| (wall-ideal)/stage ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         n = r["stages"]
         other = walls.get((r["workers"], False))
         speed = f"{other / r['wall']:.2f}x" if r["sharing"] and other else "-"
-        ws, ir = _ms(r["worker_side"], n), _ms(r["idle_ready"], n)
+        ws, gap = _ms(r["worker_side"], n), _ms(sum(r["gaps"].values()), n)
         lines.append(
             f"| {r['workers']} | {'yes' if r['sharing'] else 'no'} | {n} | {r['wall']:.2f} "
             f"| {r['lb']:.2f} | **{r['wall'] / r['lb']:.3f}** | {r['ideal']:.2f} "
-            f"| {r['wall'] / r['ideal']:.3f} | {speed} | {ws:.1f} | {ir:.1f} | **{ws + ir:.1f}** "
-            f"| {_ms(r['wall'] - r['lb'], n):.0f} | {_ms(r['wall'] - r['ideal'], n):.0f} |"
+            f"| {r['wall'] / r['ideal']:.3f} | {speed} | {ws:.1f} | {gap:.1f} | **{ws + gap:.1f}** "
+            f"| {_ms(r['idle_ready'], n):.1f} | {_ms(r['wall'] - r['lb'], n):.0f} "
+            f"| {_ms(r['wall'] - r['ideal'], n):.0f} |"
         )
     return "\n".join(lines)
 
@@ -452,13 +517,14 @@ def driver_table(rows: list[dict[str, Any]]) -> str:
     names = ["schedule (_schedule_now)", "scheduler_info RPC (_workers)",
              "stage tree (plan.stage_tree)", "submit a chain (_submit)",
              "report handling (_done)", "journal flush (plan.flush)", "zarr metrics append",
-             "zarr stages append"]
+             "zarr stages append", "lookahead chains queued (_queue_behind)"]
+    names = [n for n in names if any(n in r["timers"] for r in rows)]
     head = " | ".join(f"{n}: calls, ms each, s total" for n in names)
     lines = [
         "| W | sharing | resumed memory / ckpt / scratch | in-chain hand-over ms "
-        "(median / p90 / max) | producer done -> driver has report ms | driver has report -> "
-        "submitted ms | submitted -> started ms | trainer excess s | " + head + " |",
-        "|" + "---|" * (9 + len(names)),
+        "(median / p90 / max) | producer done -> driver has its report ms "
+        "| submitted (or worker free, if later) -> started ms | trainer excess s | " + head + " |",
+        "|" + "---|" * (8 + len(names)),
     ]
     for r in rows:
         res = r["resumed"]
@@ -469,27 +535,22 @@ def driver_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['workers']} | {'yes' if r['sharing'] else 'no'} "
             f"| {res['memory']} / {res['checkpoint']} / {res['scratch']} | {_q(r['hand_over'])} "
-            f"| {_q(r['to_driver'])} | {_q(r['deciding'])} | {_q(r['dispatch'])} "
+            f"| {_q(r['to_driver'])} | {_q(r['dispatch'])} "
             f"| {r['trainer_excess']:.2f} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
 
-WAITING = ["Dask: in-chain hand-over", "report travelling to the driver",
-           "driver: has report, not yet submitted", "driver: not yet submitted",
-           "Dask: submitted, not started", "Dask: queued behind its producer"]
-
-
-def waiting_table(rows: list[dict[str, Any]]) -> str:
+def gap_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| W | sharing | idle-while-ready ms/stage | " + " | ".join(WAITING) + " |",
-        "|" + "---|" * (3 + len(WAITING)),
+        "| W | sharing | dispatch gap ms/stage | " + " | ".join(GAPS) + " |",
+        "|" + "---|" * (3 + len(GAPS)),
     ]
     for r in rows:
         n = r["stages"]
-        cells = [f"{_ms(r['waiting'].get(name, 0.0), n):.1f}" for name in WAITING]
+        cells = [f"{_ms(r['gaps'][name], n):.1f}" for name in GAPS]
         lines.append(f"| {r['workers']} | {'yes' if r['sharing'] else 'no'} "
-                     f"| {_ms(r['idle_ready'], n):.1f} | " + " | ".join(cells) + " |")
+                     f"| {_ms(sum(r['gaps'].values()), n):.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -503,13 +564,15 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         f"{'met' if ratio_ok else 'MISSED'} (worst {worst['wall'] / worst['lb']:.3f} at "
         f"W={worst['workers']}; wall/ideal there {worst['wall'] / worst['ideal']:.3f})"
     )
-    sched = [(_ms(r["worker_side"] + r["idle_ready"], r["stages"]), r) for r in shared]
+    sched = [(_ms(r["worker_side"] + sum(r["gaps"].values()), r["stages"]), r) for r in shared]
     worst_ms, r = max(sched, key=lambda x: x[0])
     out.append(
         f"Goal 2 (scheduling overhead < {GOAL_OVERHEAD_MS:g} ms per stage, sharing=True): "
         f"{'met' if worst_ms < GOAL_OVERHEAD_MS else 'MISSED'} (worst {worst_ms:.1f} ms at "
         f"W={r['workers']})"
     )
+    exact = all(r["stats"]["executed_steps"] == r["stats"]["unique_steps"] for r in rows)
+    out.append(f"Executed steps == the plan's unique steps in every run: {'yes' if exact else 'NO'}")
     return out
 
 
@@ -526,7 +589,8 @@ def machine() -> str:
     import dask
     import distributed
 
-    return (f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python "
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} CPUs ({cpu}, load average {load}), Linux {platform.release()}, Python "
             f"{platform.python_version()}, dask/distributed {dask.__version__}/"
             f"{distributed.__version__}, hippo_dask {hd.__version__}")
 
@@ -581,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                                 not args.no_unshared))
     total = time.perf_counter() - started
 
-    table, details = main_table(rows), driver_table(rows) + "\n\n" + waiting_table(rows)
+    table, details = main_table(rows), driver_table(rows) + "\n\n" + gap_table(rows)
     verdicts = verdict(rows)
     print()
     print(table)
@@ -597,12 +661,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def engine_version() -> str:
+    """``engine at commit <hash>``: the last commit that touched the package (``+ local
+    changes`` when it differs from that commit), or ``engine as installed`` outside git."""
+    package = Path(hd.__file__).resolve().parent
+    git = ["git", "-C", str(package)]
+    try:
+        commit = subprocess.run([*git, "log", "-1", "--format=%h", "--", "."], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "engine as installed"
+    if not commit:
+        return "engine as installed"
+    return f"engine at commit {commit}" + (" + local changes" if dirty else "")
+
+
 def record(path: Path, command: str, header: str, table: str, details: str,
            verdicts: list[str], total: float) -> None:
     """Append a dated run under the section heading (creating the section if needed)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     run = "\n".join([
-        f"### Run of {datetime.date.today().isoformat()}",
+        f"### Run of {datetime.date.today().isoformat()} - {engine_version()}",
         "",
         f"Command: `{command}` (benchmark total {total:.0f} s)",
         "",
