@@ -44,7 +44,7 @@ class SimulatedTrainer(Trainer):
     asked to train past this step), ``fail_in`` (``[method, step]``: raise ``ValueError`` in
     ``__init__``, ``setup``, ``train``, ``evaluate`` or ``state_dict`` once the trainer has
     trained ``step`` steps), ``fail_once`` (a marker path: the first ``fail_in`` failure creates
-    it, later calls pass, to test retries), ``nan`` (``evaluate`` reports a NaN score), ``gate``
+    it, later calls pass, to test retries), ``nan`` (``evaluate`` reports a NaN score; a string such as ``"inf"``: that score), ``gate``
     (``[step, path]``: ``setup`` at that step logs ``{"waiting": step}`` and blocks until
     ``path`` exists, so a test can act while a stage is known to be mid-way, without sleeping).
     Every other fixed value just takes part in the seed.
@@ -107,7 +107,12 @@ class SimulatedTrainer(Trainer):
 
     def evaluate(self) -> dict[str, float]:
         self._maybe_fail("evaluate")
-        score = float("nan") if self.config.get("nan") else int(self.digest[:12], 16) / float(16**12)
+        odd = self.config.get("nan")
+        score = int(self.digest[:12], 16) / float(16**12)
+        if odd is True:
+            score = float("nan")
+        elif isinstance(odd, str):
+            score = float(odd)
         return {"score": score, "steps": float(self.steps)}
 
     def state_dict(self) -> dict[str, Any]:

@@ -68,20 +68,23 @@ def test_retries_run_a_failed_stage_again(client: Client, tmp_path: Path) -> Non
         assert r.metrics is not None and r.metrics["score"] == standalone(r.trial, STEPS)
 
 
-def test_nan_metrics_are_kept_and_rank_worst(client: Client, tmp_path: Path) -> None:
+def test_non_finite_metrics_are_kept_and_rank_worst(client: Client, tmp_path: Path) -> None:
     log = str(tmp_path / "train.log")
-    space = grid(log, nan=[False, True])
+    space = grid(log, nan=[False, True, "inf", "-inf"])
     study = hd.Study("nan", SimulatedTrainer, storage=str(tmp_path), client=client)
     for mode in ("max", "min"):
         result = study.tune(hd.tuners.Grid(space, metric="score", mode=mode, steps=STEPS))
-        nans = [r for r in result.records if r.trial.fixed["nan"]]
-        assert len(nans) == 6 and all(math.isnan(r.metrics["score"]) for r in nans)  # type: ignore[index]
-        assert result.best is not None and not result.best.trial.fixed["nan"]
+        odd = [r for r in result.records if r.trial.fixed["nan"] is not False]
+        assert len(odd) == 18
+        assert all(not math.isfinite(r.metrics["score"]) for r in odd)  # type: ignore[index]
+        assert result.best is not None and result.best.trial.fixed["nan"] is False
     assert executed(log) == study.plan.stats().unique_steps  # the second tune reused everything
     frame = study.metrics_store.read()
     assert frame["score"].isna().sum() == 6
+    assert (frame["score"] == math.inf).sum() == 6 and (frame["score"] == -math.inf).sum() == 6
     reopened = hd.SearchPlan.open(study.root)
-    assert sum(math.isnan(m["score"]) for n in reopened.nodes for m in n.metrics.values()) == 6
+    scores = [m["score"] for n in reopened.nodes for m in n.metrics.values()]
+    assert sum(math.isnan(v) for v in scores) == 6 and sum(math.isinf(v) for v in scores) == 12
 
 
 def test_a_metric_the_trainer_never_returns_stops_the_study(client: Client, tmp_path: Path) -> None:
