@@ -452,6 +452,11 @@ class Study:
 
         records = list(run.records.values())
         tuner = run.tuner
+        if tuner is not None:
+            for r in records:
+                status = tuner.trial_status(r.trial) if r.status == "done" else None
+                if status is not None:
+                    r.status = status
         rows = []
         for r in records:
             row: dict[str, Any] = {"trial_id": r.trial.id}

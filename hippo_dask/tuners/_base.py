@@ -17,6 +17,7 @@ from hippo_dask.errors import InvalidSpaceError
 
 if TYPE_CHECKING:
     from hippo_dask.study import Study
+    from hippo_dask.trial import Trial
 
 __all__ = ["Tuner", "wait_all", "wait_any"]
 
@@ -66,6 +67,11 @@ class Tuner(ABC):
     @abstractmethod
     async def run(self, study: Study) -> None:
         """Drive the study with ``await study.train(trial, steps)`` until done."""
+
+    def trial_status(self, trial: Trial) -> str | None:
+        """How this tuner ended ``trial`` for ``result.trials``: ``"stopped"`` for one it pruned
+        early; ``None`` (the default) leaves the study's own status ("done", "failed")."""
+        return None
 
     def score(self, metrics: Mapping[str, Any] | None) -> float:
         """A number to maximise: the metric, negated for ``mode="min"``.
