@@ -508,6 +508,28 @@ class Study:
             stages_from_scratch=stats.started_from_scratch - before.started_from_scratch,
         )
 
+    def curves(self, result: Result) -> pd.DataFrame:
+        """Learning curves of ``result``'s trials: one row per trial and recorded step.
+
+        Metrics of a shared prefix were measured once; every trial through it gets those rows,
+        so each trial's curve is complete. Columns: ``trial_id``, ``step`` and one per metric.
+        Record more points with ``Study(eval_every=...)``.
+        """
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = []
+        for record in result.records:
+            node = self.plan.locate(self._plan_trial(record.trial), record.steps)
+            if node is None:
+                continue
+            path = node.path()
+            for here, below in zip(path, path[1:] + [None]):
+                end = record.steps if below is None else below.start
+                for step in sorted(s for s in here.metrics if here.start < s <= end):
+                    rows.append({"trial_id": record.trial.id, "step": step, **here.metrics[step]})
+        frame = pd.DataFrame(rows)
+        return frame.sort_values(["trial_id", "step"], ignore_index=True) if rows else frame
+
     def __repr__(self) -> str:
         return f"<Study {self.name!r} at {self.root}, trainer {self.trainer_cls.__qualname__}>"
 

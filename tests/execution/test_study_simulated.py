@@ -228,3 +228,20 @@ def test_s3_storage_on_a_real_endpoint(client: Client, tmp_path: Path, s3_server
     assert rerun.stats.executed_steps == 0
     assert {r.trial.id: r.metrics for r in rerun.records} == {r.trial.id: r.metrics for r in result.records}
     assert os.path.exists(log)
+
+
+def test_learning_curves_cover_every_trial_including_shared_prefixes(
+    client: Client, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "train.log")
+    study = hd.Study("curves", SimulatedTrainer, storage=str(tmp_path), client=client, eval_every=10)
+    result = study.tune(hd.tuners.Grid(grid(log), metric="score", steps=STEPS))
+    curves = study.curves(result)
+    assert set(curves["trial_id"]) == {r.trial.id for r in result.records}
+    for record in result.records:
+        curve = curves[curves["trial_id"] == record.trial.id]
+        assert list(curve["step"]) == list(range(10, STEPS + 1, 10))
+        assert list(curve["steps"]) == list(map(float, range(10, STEPS + 1, 10)))
+        assert curve["score"].iloc[-1] == record.metrics["score"]  # type: ignore[index]
+        assert curve["score"].iloc[1] == standalone(record.trial, 20)
+    assert executed(log) == result.stats.unique_steps  # eval points cost no extra training
