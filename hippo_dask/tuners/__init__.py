@@ -1,6 +1,33 @@
-"""Tuning algorithms: each is one coroutine over ``study.train``."""
+"""Tuning algorithms: each is one coroutine over ``study.train``.
 
+Grid, Random, SHA (Jamieson & Talwalkar), ASHA (Li et al., MLSys 2020), Hyperband (Li et al.,
+JMLR 2018), MedianStopping (Vizier), PBT (Jaderberg et al.) and an adapter for Optuna samplers.
+Write your own the same way: subclass :class:`Tuner`, implement ``async def run(self, study)``.
+"""
+
+from hippo_dask.tuners._asha import ASHA
 from hippo_dask.tuners._base import Tuner, wait_all, wait_any
 from hippo_dask.tuners._grid import Grid
+from hippo_dask.tuners._hyperband import Hyperband
+from hippo_dask.tuners._median import MedianStopping
+from hippo_dask.tuners._optuna import Optuna
+from hippo_dask.tuners._pbt import PBT, Exploit
+from hippo_dask.tuners._random import Random
+from hippo_dask.tuners._rungs import Decision
+from hippo_dask.tuners._sha import SHA
 
-__all__ = ["Grid", "Tuner", "wait_all", "wait_any"]
+__all__ = [
+    "ASHA",
+    "SHA",
+    "PBT",
+    "Decision",
+    "Exploit",
+    "Grid",
+    "Hyperband",
+    "MedianStopping",
+    "Optuna",
+    "Random",
+    "Tuner",
+    "wait_all",
+    "wait_any",
+]
