@@ -4,6 +4,10 @@
 file ``SPACE_FILE``, which must define ``space`` (a :class:`~hippo_dask.GridSpace` or
 :class:`~hippo_dask.RandomSpace`), adds every trial to an in-memory search plan for ``N`` steps and
 prints what sharing saves and the stage tree's critical path. Nothing is trained or stored.
+
+``hippo-dask dashboard STORAGE_URL [--name STUDY] [--port 5006]`` serves the live dashboard of a
+study (:mod:`hippo_dask.dashboard`); ``hippo-dask report STORAGE_URL -o report.html`` writes it
+to a standalone HTML file. ``hippo-dask gc`` deletes checkpoints a study no longer needs.
 """
 
 from __future__ import annotations
@@ -95,7 +99,120 @@ def _parser() -> argparse.ArgumentParser:
                     help="delete unreferenced checkpoint files older than S seconds (default 3600)")
     gc.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
     gc.set_defaults(run=_gc, parser=gc)
+
+    where = ("the storage root given to Study(..., storage=...), with --name, or a study's own "
+             "folder; any fsspec URL")
+    board = commands.add_parser(
+        "dashboard",
+        help="serve a live dashboard of a study (stage tree, curves, savings, worker lanes)",
+        description=(
+            "Serve a Bokeh dashboard of the study at STORAGE_URL: its stage tree with the "
+            "critical path, learning curves, savings and worker lanes, read from the plan "
+            "journal and the metrics store every few seconds. Works from any machine that can "
+            "read the storage, while the study runs or after it finished. Listens on 127.0.0.1 "
+            "unless --host says otherwise."
+        ),
+    )
+    board.add_argument("storage", metavar="STORAGE_URL", help=where)
+    board.add_argument("--name", help="the study's name (needed when STORAGE_URL holds several)")
+    board.add_argument("--port", type=_port, default=5006, help="port to listen on (default "
+                       "5006; 0 picks a free one)")
+    board.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; "
+                            "0.0.0.0 for every interface)")
+    board.add_argument("--interval", type=_seconds, default=2.0, metavar="S",
+                       help="seconds between refreshes from storage (default 2)")
+    board.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
+                       help="another name browsers reach the server by (a proxy, a tunnel)")
+    board.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
+    board.set_defaults(run=_dashboard, parser=board)
+
+    report = commands.add_parser(
+        "report",
+        help="write a study's dashboard to a standalone HTML file",
+        description=(
+            "Write the dashboard panels of the study at STORAGE_URL, as they are now, to one "
+            "HTML file that opens offline (Bokeh's JavaScript inline): to attach to a paper or "
+            "a ticket."
+        ),
+    )
+    report.add_argument("storage", metavar="STORAGE_URL", help=where)
+    report.add_argument("-o", "--output", required=True, metavar="FILE.html",
+                        help="the HTML file to write")
+    report.add_argument("--name", help="the study's name (needed when STORAGE_URL holds several)")
+    report.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
+    report.set_defaults(run=_report, parser=report)
     return parser
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {value}")
+    return value
+
+
+def _needs_bokeh(command: str) -> str | None:
+    """Why ``hippo-dask COMMAND`` cannot run here (Bokeh missing), or ``None``."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return (f"hippo-dask {command}: needs Bokeh, which is not installed; "
+                "pip install 'hippo-dask[dashboard]'")
+    return None
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """``hippo-dask dashboard``: serve the study's dashboard until interrupted."""
+    from hippo_dask.dashboard import serve
+    from hippo_dask.errors import HippoError
+
+    problem = _needs_bokeh("dashboard")
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    try:
+        server = serve(args.storage, args.name, port=args.port, host=args.host,
+                       interval=args.interval, storage_options=options,
+                       allow_origin=args.allow_origin)
+    except HippoError as exc:
+        print(f"hippo-dask dashboard: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the port is taken, the host is not ours
+        print(f"hippo-dask dashboard: cannot listen on {args.host}:{args.port}: {exc}; pick "
+              "another --port (0: any free one)", file=sys.stderr)
+        return 2
+    print(f"hippo-dask dashboard: study {server.reader.name!r} ({server.reader.root}) at "
+          f"{server.url} (Ctrl-C stops)", flush=True)
+    server.run()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``hippo-dask report``: write the dashboard to a standalone HTML file."""
+    from hippo_dask.dashboard import save_report
+    from hippo_dask.errors import HippoError
+
+    problem = _needs_bokeh("report")
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    try:
+        path = save_report(args.storage, args.output, args.name, storage_options=options)
+    except HippoError as exc:
+        print(f"hippo-dask report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"hippo-dask report: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 2
+    print(f"hippo-dask report: wrote {path}")
+    return 0
 
 
 def _gc(args: argparse.Namespace) -> int:

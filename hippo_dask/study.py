@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hippo_dask.errors import HippoError, HippoWarning, InvalidTrialError, StorageError
 from hippo_dask.execution import Driver, RunStats, TrialFailedError
 from hippo_dask.plan import SearchPlan
+from hippo_dask.progress import TuneProgress
 from hippo_dask.trainer import Trainer
 from hippo_dask.trial import Trial
 
@@ -136,8 +137,9 @@ class Result:
 class _Run:
     """The requests of one ``tune`` call, for its result and statistics."""
 
-    def __init__(self, tuner: Tuner | None) -> None:
+    def __init__(self, tuner: Tuner | None, progress: TuneProgress | None = None) -> None:
         self.tuner = tuner
+        self.progress = progress
         self.records: dict[str, TrialResult] = {}
         self.started = time.time()
         self.fatal: BaseException | None = None
@@ -378,6 +380,9 @@ class Study:
         planned = self._plan_trial(trial)
         driver = self._ensure_driver()
         run = self._run
+        progress = None if run is None else run.progress
+        if progress is not None:
+            progress.asked(trial.id, planned, steps)
         try:
             metrics = await driver.request(planned, steps, tag=trial.id)
         except asyncio.CancelledError as exc:
@@ -392,6 +397,9 @@ class Study:
             if run is not None and run.fatal is None:
                 run.fatal = exc
             raise
+        finally:
+            if progress is not None:
+                progress.answered(trial.id)
         if run is not None:
             run.record(trial, steps, metrics, None)
             tuner = run.tuner
@@ -418,15 +426,18 @@ class Study:
 
     # -- tuning ----------------------------------------------------------------------------------
 
-    def tune(self, tuner: Tuner) -> Result:
-        """Run ``tuner`` to completion and return its result (blocks)."""
-        return run_sync(self.tune_async(tuner))
+    def tune(self, tuner: Tuner, *, progress: bool | None = None) -> Result:
+        """Run ``tuner`` to completion and return its result (blocks). ``progress``: see
+        :mod:`hippo_dask.progress` (``None``: a bar in terminals and notebooks; ``False``: quiet)."""
+        return run_sync(self.tune_async(tuner, progress=progress))
 
-    async def tune_async(self, tuner: Tuner) -> Result:
+    async def tune_async(self, tuner: Tuner, *, progress: bool | None = None) -> Result:
         """Run ``tuner`` in the current event loop: ``result = await study.tune_async(tuner)``."""
-        run = self._run = _Run(tuner)
+        bar = TuneProgress(self.name, progress)
+        run = self._run = _Run(tuner, bar)
         driver = self._ensure_driver()
         before = RunStats(**vars(driver.stats))
+        driver.on_report.append(bar.on_report)
         try:
             task = asyncio.ensure_future(tuner.run(self))
             await task
@@ -435,6 +446,7 @@ class Study:
                 raise
         finally:
             self._run = None
+            bar.close()
             await self._close_driver()
         if run.fatal is not None:
             raise run.fatal
@@ -529,6 +541,23 @@ class Study:
                     rows.append({"trial_id": record.trial.id, "step": step, **here.metrics[step]})
         frame = pd.DataFrame(rows)
         return frame.sort_values(["trial_id", "step"], ignore_index=True) if rows else frame
+
+    def dashboard(self, *, serve: bool = False, scheduler: bool = False, port: int = 0,
+                  host: str = "127.0.0.1", interval: float = 2.0) -> Any:
+        """The dashboard (:mod:`hippo_dask.dashboard`): a Bokeh layout of the panels now (show it
+        with ``bokeh.io.show``); ``serve=True``: a live server in the background (its ``url``,
+        a link in Jupyter); ``scheduler=True``: pages on the Dask dashboard (their URLs)."""
+        from hippo_dask import dashboard
+
+        self.plan.flush()
+        reader = dashboard.StudyReader(self.root, self.storage_options)
+        if scheduler:
+            return dashboard.add_to_scheduler(self.client, reader, interval=interval)
+        if serve:
+            return dashboard.serve(reader, port=port, host=host, interval=interval, background=True)
+        board = dashboard.StudyDashboard(reader, interactive=False)
+        board.update()
+        return board.root
 
     def __repr__(self) -> str:
         return f"<Study {self.name!r} at {self.root}, trainer {self.trainer_cls.__qualname__}>"

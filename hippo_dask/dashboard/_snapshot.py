@@ -1,0 +1,501 @@
+"""A study at one moment, as plain data: what every dashboard panel draws.
+
+:func:`take_snapshot` turns a search plan (replayed from the journal), the trials' requests and
+the zarr metrics and stage tables into a :class:`StudySnapshot`: nodes with their layout and
+status, the current critical path, per-trial final states, learning-curve points, worker lanes
+and the savings figures. It holds no reference to the (mutable) plan, so a Bokeh session can
+keep drawing from it while the reader takes the next one.
+
+Node statuses come from storage only, never from the scheduler:
+
+``done``
+    Nothing pending needs the node any more.
+``running``
+    Estimated: the node starts one of the ``W`` longest chains of the current stage tree, where
+    ``W`` is the number of workers seen in the stage records; the driver hands exactly those
+    chains to its workers (Hippo's critical-path scheduling). Only while the study is live.
+``pending``
+    The stage tree still holds work on it.
+``stopped``
+    Done, a leaf, and shorter than the longest request: a tuner stopped its trials early.
+``failed``
+    A stage record says a stage on it failed and its work is still pending.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+
+from hippo_dask.plan import Node, SearchPlan
+from hippo_dask.storage._metrics import BASE_COLUMNS
+from hippo_dask.stages import Stage
+from hippo_dask.trial import Trial
+
+__all__ = [
+    "STATUSES",
+    "CriticalStage",
+    "Curve",
+    "NodeView",
+    "Savings",
+    "StudySnapshot",
+    "TrialView",
+    "take_snapshot",
+]
+
+STATUSES = ("done", "running", "pending", "stopped", "failed")
+"""Every node status, in legend order."""
+
+IDLE_AFTER = 120.0
+"""Seconds without journal or metrics activity after which a study with pending work counts as
+idle (interrupted), at least; five times its longest stage if that is longer."""
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One plan node: its steps, place in the layout, status and what the plan knows of it."""
+
+    id: int
+    parent: int | None
+    start: int
+    extent: int
+    trained: int
+    status: str
+    row: int
+    root: int
+    label: str
+    owner: str
+    config: str
+    branch_values: str
+    checkpoints: tuple[int, ...]
+    requests: tuple[int, ...]
+    metrics_step: int | None
+    metrics: Mapping[str, float]
+    seconds_per_step: float | None
+
+
+@dataclass(frozen=True)
+class CriticalStage:
+    """A stage of the current critical path: train ``node`` from ``start`` to ``stop``."""
+
+    node: int
+    start: int
+    stop: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """One requested trial (a tuner's tag): where its furthest request ends, and its metrics."""
+
+    tag: str
+    steps: int
+    node: int
+    path: tuple[int, ...]
+    metrics: Mapping[str, float] | None
+    config: str
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Recorded values of one metric along one node, joined to the parent's value at its start."""
+
+    node: int
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Savings:
+    """What sharing saved so far.
+
+    ``requested_steps`` is what a trial-by-trial run would train (each trial's longest request),
+    ``unique_steps`` what the plan trains at most, ``executed_steps`` what the workers trained
+    (stage records: more than unique if work was lost and redone). ``worker_seconds`` is the
+    recorded wall time of every stage. ``trial_by_trial_seconds`` estimates a trial-by-trial run
+    of the same requests on the same workers: every step of every trial's path at the measured
+    training seconds per step, plus, once per trial, the mean time a stage here spent outside
+    training (loading, evaluating, checkpointing, task overhead). A trial-by-trial run pays that
+    at least once per trial, so the estimate is a lower bound, and so is the saving. ``None``
+    before any stage was profiled.
+    """
+
+    trials: int
+    trials_done: int
+    requested_steps: int
+    unique_steps: int
+    executed_steps: int
+    merge_rate: float
+    stages: int
+    worker_seconds: float
+    trial_by_trial_seconds: float | None
+
+    @property
+    def saved_fraction(self) -> float | None:
+        """Share of the trial-by-trial worker time not spent, or ``None`` without an estimate."""
+        if not self.trial_by_trial_seconds:
+            return None
+        return 1.0 - self.worker_seconds / self.trial_by_trial_seconds
+
+
+@dataclass(frozen=True)
+class StudySnapshot:
+    """The study at time ``taken`` (unix seconds); see the module docstring for statuses."""
+
+    name: str
+    root: str
+    taken: float
+    live: bool
+    nodes: tuple[NodeView, ...]
+    critical: tuple[CriticalStage, ...]
+    trials: tuple[TrialView, ...]
+    points: pd.DataFrame = field(repr=False)
+    lanes: pd.DataFrame = field(repr=False)
+    savings: Savings
+    metric_names: tuple[str, ...]
+
+    @property
+    def node_count(self) -> int:
+        """Nodes of the plan."""
+        return len(self.nodes)
+
+    def status_counts(self) -> dict[str, int]:
+        """Nodes per status, every status present (zero where none)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for node in self.nodes:
+            counts[node.status] += 1
+        return counts
+
+    def critical_edges(self) -> list[tuple[int, int, int]]:
+        """``(parent node, child node, step)`` where the critical path passes into a child."""
+        out = []
+        for before, after in zip(self.critical, self.critical[1:]):
+            if before.node != after.node:
+                out.append((before.node, after.node, after.start))
+        return out
+
+    def curves(self, metric: str) -> list[Curve]:
+        """One line per node with recorded values of ``metric``; shared prefixes appear once.
+
+        Each line starts at the parent's value at the node's branch step (when recorded), so a
+        trial's curve is the chain of its path's lines without gaps.
+        """
+        if metric not in self.points.columns or self.points.empty:
+            return []
+        frame = self.points[["node", "step", metric]].dropna()
+        by_node: dict[int, tuple[list[int], list[float]]] = {}
+        for node, part in frame.groupby("node", sort=True):
+            by_node[int(node)] = (part["step"].astype(int).tolist(), part[metric].astype(float).tolist())
+        index = {n.id: n for n in self.nodes}
+        out = []
+        for node_id, (steps, values) in by_node.items():
+            node = index.get(node_id)
+            if node is not None and node.parent is not None and node.parent in by_node:
+                parent_steps, parent_values = by_node[node.parent]
+                if node.start in parent_steps:
+                    steps = [node.start, *steps]
+                    values = [parent_values[parent_steps.index(node.start)], *values]
+            out.append(Curve(node_id, tuple(steps), tuple(values)))
+        return out
+
+    def best(self, metric: str, mode: str = "max") -> TrialView | None:
+        """The best trial by ``metric`` among those that reached the most steps so far.
+
+        Trials stopped early by a tuner (fewer steps) never win over trials that went the
+        distance; NaN and infinities rank worst.
+        """
+        scored = [
+            t for t in self.trials
+            if t.metrics is not None and metric in t.metrics and math.isfinite(t.metrics[metric])
+        ]
+        if not scored:
+            return None
+        sign = 1.0 if mode == "max" else -1.0
+        return max(scored, key=lambda t: (t.steps, sign * t.metrics[metric]))  # type: ignore[index]
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _shown_config(trial: Trial) -> dict[str, Any]:
+    """A trial's hyper-parameters without the engine's own keys (``_hippo_*``)."""
+    return {k: v for k, v in trial.config.items() if not k.startswith("_hippo_")}
+
+
+def _describe(values: Mapping[str, Any]) -> str:
+    """HTML lines ``name = value`` for a hover tooltip, escaped."""
+    return "<br>".join(f"{html.escape(k)} = {html.escape(repr(v))}" for k, v in values.items())
+
+
+def _layout_rows(nodes: list[Node]) -> dict[int, int]:
+    """A row per node: depth first, later branches first, so no edge crosses a bar.
+
+    A child is drawn below its parent; siblings that branch later come first, so the vertical
+    edge of an earlier branch passes only rows whose bars start after it.
+    """
+    rows: dict[int, int] = {}
+    stack = [n for n in sorted((n for n in nodes if n.parent is None), key=lambda n: -n.id)]
+    while stack:
+        node = stack.pop()
+        rows[node.id] = len(rows)
+        children = sorted(node.children.values(), key=lambda c: (-c.start, c.id))
+        stack.extend(reversed(children))
+    return rows
+
+
+def _node_of(plan: SearchPlan, trials: Mapping[str, Trial], trial_id: str, step: int) -> int:
+    """Id of the node holding ``trial_id``'s state at ``step`` (-1 if the plan has not got it)."""
+    trial = trials.get(trial_id)
+    if trial is None:
+        return -1
+    node = plan.locate(trial, max(int(step), 1))
+    return -1 if node is None else node.id
+
+
+def _with_nodes(frame: pd.DataFrame, plan: SearchPlan, trials: Mapping[str, Trial],
+                trial_column: str, step_column: str) -> pd.DataFrame:
+    """``frame`` with a ``node`` column: rows name a node by its owner trial and a step."""
+    frame = frame.copy()
+    if frame.empty:
+        frame["node"] = pd.Series([], dtype=np.int64)
+        return frame
+    cache: dict[tuple[str, int], int] = {}
+    nodes = []
+    for trial_id, step in zip(frame[trial_column].astype(str), frame[step_column].astype(int)):
+        key = (trial_id, step)
+        if key not in cache:
+            cache[key] = _node_of(plan, trials, trial_id, step)
+        nodes.append(cache[key])
+    frame["node"] = np.asarray(nodes, dtype=np.int64)
+    return frame
+
+
+def _seconds_per_step(node: Node, fallback: float | None) -> float | None:
+    """Measured training seconds per step: the node's, its nearest profiled ancestor's, else
+    ``fallback`` (the plan's mean)."""
+    current: Node | None = node
+    while current is not None:
+        if current.sec_per_step is not None:
+            return current.sec_per_step
+        current = current.parent
+    return fallback
+
+
+def _trained(node: Node, stage_reach: Mapping[int, int]) -> int:
+    """The furthest step along ``node`` whose state is known (metrics, checkpoint, stage end)."""
+    known = [s for s in (*node.metrics, *node.checkpoints) if node.start < s <= node.extent]
+    return max([node.start, stage_reach.get(node.id, node.start), *known])
+
+
+def _statuses(plan: SearchPlan, lanes: pd.DataFrame, metrics: pd.DataFrame,
+              longest_request: int, session_started: float | None,
+              now: float) -> tuple[dict[int, str], bool, list[Stage]]:
+    """Every node's status, whether the study is live, and the current critical path."""
+    tree = plan.stage_tree()
+    pending = {stage.node.id for stage in tree.stages}
+    activity = [t for t in (session_started,) if t is not None]
+    longest = 0.0
+    if not lanes.empty:
+        activity.append(float(lanes["finished"].max()))
+        longest = float((lanes["finished"] - lanes["started"]).max())
+    if not metrics.empty:
+        activity.append(float(metrics["wall_time"].max()))
+    live = bool(pending) and bool(activity) and now - max(activity) < max(IDLE_AFTER, 5 * longest)
+    running: set[int] = set()
+    if live:  # the driver hands the W longest chains to the W workers
+        workers = max(1, int(lanes["worker"].nunique()) if not lanes.empty else 1)
+        running = {chain[0].node.id for chain in tree.paths()[:workers]}
+    failed: set[int] = set()
+    if not lanes.empty:
+        failed = {int(n) for n in lanes.loc[lanes["status"] != "done", "node"]} & pending
+    status = {}
+    for node in plan.nodes:
+        if node.id in failed:
+            status[node.id] = "failed"
+        elif node.id in pending:
+            status[node.id] = "running" if node.id in running else "pending"
+        elif not node.children and node.extent < longest_request:
+            status[node.id] = "stopped"
+        else:
+            status[node.id] = "done"
+    return status, live, tree.critical_path()
+
+
+def _labels(nodes: list[Node]) -> dict[int, str]:
+    """A short row label per node: what sets it apart from its parent (or the other roots)."""
+    roots = [n for n in nodes if n.parent is None]
+    varying: list[str] = []
+    if len(roots) > 1:
+        first = _shown_config(roots[0].owner)
+        for key in first:
+            looks = {repr(_at_start(r.owner, key)) for r in roots}
+            if len(looks) > 1:
+                varying.append(key)
+    labels = {}
+    for node in nodes:
+        if node.parent is None:
+            parts = [f"{k}={_short(_at_start(node.owner, k))}" for k in varying]
+            labels[node.id] = ", ".join(parts) or "root"
+        else:
+            mine = node.owner.values_at(node.start)
+            theirs = node.parent.owner.values_at(node.start)
+            changed = [f"{k}={_short(v)}" for k, v in mine.items() if theirs.get(k) != v]
+            labels[node.id] = f"@{node.start} " + (", ".join(changed) or "branch")
+    return labels
+
+
+def _at_start(trial: Trial, key: str) -> Any:
+    """A fixed value, or a sequence's value at step 0."""
+    if key in trial.sequences:
+        return trial.sequences[key](0)
+    return trial.fixed.get(key)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)[:24]
+
+
+def _node_views(plan: SearchPlan, status: Mapping[int, str], lanes: pd.DataFrame) -> list[NodeView]:
+    nodes = plan.nodes
+    rows = _layout_rows(nodes)
+    labels = _labels(nodes)
+    reach: dict[int, int] = {}
+    if not lanes.empty:
+        done = lanes[lanes["status"] == "done"]
+        reach = {int(n): int(s) for n, s in done.groupby("node")["step"].max().items()}
+    views = []
+    for node in nodes:
+        last = max(node.metrics, default=None)
+        top = node
+        while top.parent is not None:
+            top = top.parent
+        views.append(NodeView(
+            id=node.id,
+            parent=None if node.parent is None else node.parent.id,
+            start=node.start,
+            extent=node.extent,
+            trained=_trained(node, reach),
+            status=status[node.id],
+            row=rows[node.id],
+            root=top.id,
+            label=labels[node.id],
+            owner=node.owner.id,
+            config=_describe(_shown_config(node.owner)),
+            branch_values=_describe(node.owner.values_at(node.start)) if node.parent else "",
+            checkpoints=tuple(node.checkpoint_steps),
+            requests=tuple(sorted(node.requests)),
+            metrics_step=last,
+            metrics=dict(node.metrics[last]) if last is not None else {},
+            seconds_per_step=node.sec_per_step,
+        ))
+    return views
+
+
+def _trial_views(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]],
+                 speed: Callable[[Node], float | None]) -> tuple[list[TrialView], float | None]:
+    """Each requested trial's final state, and the training seconds a trial-by-trial run of
+    them all would take (``None`` before anything was profiled)."""
+    views = []
+    total: float | None = 0.0
+    for tag, (trial, steps) in sorted(requests.items()):
+        located = plan.locate(trial, steps)
+        if located is None:
+            continue
+        path = located.path()
+        reach = steps
+        for here in reversed(path):
+            spp = speed(here)
+            total = None if total is None or spp is None else total + (reach - here.start) * spp
+            reach = here.start
+        found = located.metrics.get(steps)
+        views.append(TrialView(
+            tag=tag, steps=steps, node=located.id, path=tuple(n.id for n in path),
+            metrics=None if found is None else dict(found),
+            config=_describe(_shown_config(trial)),
+        ))
+    return views, total
+
+
+def _savings(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]],
+             lanes: pd.DataFrame, trial_views: list[TrialView],
+             trial_training: float | None, speed: Callable[[Node], float | None]) -> Savings:
+    """Figures of the savings panel; see :class:`Savings` for the trial-by-trial estimate."""
+    stats = plan.stats()
+    executed = int((lanes["step"] - lanes["start_step"]).sum()) if not lanes.empty else 0
+    used = float((lanes["finished"] - lanes["started"]).sum()) if not lanes.empty else 0.0
+    by_trial = trial_training
+    if by_trial is not None and not lanes.empty:
+        index = {n.id: n for n in plan.nodes}
+        training = 0.0
+        for node_id, steps in zip(lanes["node"], lanes["step"] - lanes["start_step"]):
+            node = index.get(int(node_id))
+            spp = speed(node) if node is not None else None
+            training += int(steps) * (spp or 0.0)
+        overhead = max(0.0, used - training) / len(lanes)
+        by_trial += overhead * len(requests)
+    return Savings(
+        trials=len(requests),
+        trials_done=sum(1 for t in trial_views if t.metrics is not None),
+        requested_steps=stats.requested_steps,
+        unique_steps=stats.unique_steps,
+        executed_steps=executed,
+        merge_rate=stats.merge_rate,
+        stages=len(lanes),
+        worker_seconds=used,
+        trial_by_trial_seconds=by_trial,
+    )
+
+
+def take_snapshot(
+    name: str,
+    root: str,
+    plan: SearchPlan,
+    requests: Mapping[str, tuple[Trial, int]],
+    metrics: pd.DataFrame,
+    stages: pd.DataFrame,
+    *,
+    session_started: float | None = None,
+    now: float,
+) -> StudySnapshot:
+    """The study as plain data, from a plan, its requests (tag to trial and steps) and the
+    metrics store's metric rows and stage records.
+
+    ``session_started`` is when the newest journal session began (unix seconds): with the
+    newest metric and stage times it decides whether the study is live (recent activity) or
+    idle, which only matters for the ``running`` estimate.
+    """
+    trials = plan.trials
+    lanes = _with_nodes(stages.rename(columns={"node": "owner"}), plan, trials, "owner", "step")
+    points = _with_nodes(metrics, plan, trials, "trial", "step")
+    if not points.empty:
+        points = points[points["node"] >= 0].drop_duplicates(["node", "step"], keep="last")
+        points = points.sort_values(["node", "step"], ignore_index=True)
+    metric_names = tuple(c for c in metrics.columns if c not in BASE_COLUMNS)
+    longest_request = max((steps for _, steps in requests.values()), default=0)
+    status, live, critical = _statuses(plan, lanes, metrics, longest_request, session_started, now)
+    profiled = [n.sec_per_step for n in plan.nodes if n.sec_per_step is not None]
+    mean = sum(profiled) / len(profiled) if profiled else None
+
+    def speed(node: Node) -> float | None:
+        return _seconds_per_step(node, mean)
+
+    trial_views, trial_training = _trial_views(plan, requests, speed)
+    return StudySnapshot(
+        name=name,
+        root=root,
+        taken=now,
+        live=live,
+        nodes=tuple(_node_views(plan, status, lanes)),
+        critical=tuple(CriticalStage(s.node.id, s.start, s.stop, s.seconds) for s in critical),
+        trials=tuple(trial_views),
+        points=points,
+        lanes=lanes,
+        savings=_savings(plan, requests, lanes, trial_views, trial_training, speed),
+        metric_names=metric_names,
+    )
