@@ -1,10 +1,13 @@
 # The two commands a user runs: `make demo` and `make test`. Both create .venv when it is missing.
+# `make test` also installs (Debian packages) and starts a single-node SLURM on localhost for the
+# `slurm` tests, and stops it afterwards, pass or fail: that part needs root. Without root, or on
+# a machine with a real SLURM, `make test-no-slurm` runs every other test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-no-slurm slurm-up slurm-down demo bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +19,22 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@up=0; bash .ci/slurm/up.sh || up=$$?; \
+	if [ $$up -ne 0 ]; then echo "*** make test: SLURM did not start (above); the slurm tests will fail. 'make test-no-slurm' runs the others. ***" >&2; fi; \
+	status=0; $(BIN)/python -m pytest -q || status=$$?; \
+	bash .ci/slurm/down.sh; \
+	if [ $$status -eq 0 ] && [ $$up -ne 0 ]; then status=1; fi; \
+	exit $$status
+
+test-no-slurm: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slurm"
+
+# A single-node SLURM on localhost (root): .ci/slurm/slurm.conf, munged, slurmctld, slurmd.
+slurm-up:
+	bash .ci/slurm/up.sh
+
+slurm-down:
+	bash .ci/slurm/down.sh
 
 demo: $(STAMP)
 	$(BIN)/python examples/digits_grid.py

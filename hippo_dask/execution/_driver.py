@@ -10,7 +10,13 @@ that can start now, submitted as one Dask task per stage, pinned to that worker 
 dependencies so the trainer passes from stage to stage in the worker's memory. Pinning is
 strict: when a worker leaves, its stages are cancelled and planned again from the latest
 checkpoints, rather than Dask recomputing lost results elsewhere. A chain that
-continues exactly where a running chain ends is queued on that chain's worker. A step a running
+continues exactly where a running chain ends is queued on that chain's worker.
+
+Workers that retire on their own (``dask worker --lifetime``, as SLURM jobs' workers do before
+their wall time) get only the stages whose estimated time (steps x profiled seconds per step)
+fits in what is left of their lifetime; a chain is cut where it stops fitting (see
+:func:`fitting`). The driver also publishes how many workers it could keep busy now, under
+:data:`DEMAND_KEY` in the scheduler's metadata, for adaptive clusters to scale on. A step a running
 stage will pass but that somebody now needs (a new request, a new branch) is added to that
 stage through ``Client.run``, so it is saved instead of trained again.
 
@@ -23,6 +29,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
+import os
+import time
+import uuid
 import traceback as tb_module
 import warnings
 from collections import OrderedDict
@@ -38,7 +48,7 @@ from hippo_dask.execution._worker import add_points_async, run_stage
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.plan._trie import Trie
 from hippo_dask.stages import Stage, StageTree
-from hippo_dask.storage._retry import with_retries
+from hippo_dask.storage._retry import transient, with_retries, with_retries_async
 from hippo_dask.trial import Trial
 
 if TYPE_CHECKING:
@@ -47,7 +57,7 @@ if TYPE_CHECKING:
     from hippo_dask.storage import CheckpointStore, MetricsStore
     from hippo_dask.trainer import Trainer
 
-__all__ = ["Driver", "RunStats", "TrialFailedError"]
+__all__ = ["DEMAND_KEY", "Driver", "RunStats", "TrialFailedError", "fitting", "worker_deadline"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +72,46 @@ _KEEP_FINISHED = 4096
 #: A stage whose worker left this many times fails its trials instead of being planned again:
 #: its worker is probably crashing on it (out of memory, a segfault, an unloadable trainer).
 _MAX_LOSSES = 3
+#: Scheduler metadata key under which each driver publishes ``[workers it could use, unix time]``.
+DEMAND_KEY = "hippo-demand"
+#: Republish an unchanged demand this often (seconds), so readers can tell a live driver.
+_DEMAND_REFRESH = 10.0
+
+
+def worker_deadline(dask_worker: Any) -> tuple[float, float, int] | None:
+    """On a worker: ``(unix time it retires, its lifetime, pid)``, or ``None`` without a lifetime.
+
+    ``dask worker --lifetime`` counts from the worker's start, which Dask does not record; the
+    process's creation time is a little earlier, so the deadline errs on the early side.
+    """
+    lifetime = getattr(dask_worker, "lifetime", None)
+    if not lifetime:
+        return None
+    import psutil
+
+    return psutil.Process().create_time() + float(lifetime), float(lifetime), os.getpid()
+
+
+def fitting(chain: list[Stage], seconds_left: float, lifetime: float | None = None) -> list[Stage]:
+    """The longest head of ``chain`` whose estimated time fits in ``seconds_left``.
+
+    A stage estimated longer than a worker's whole ``lifetime`` fits no such worker, ever; it may
+    start alone on one with at least half its lifetime left, and progresses through its periodic
+    checkpoints (``hippo.checkpoint-interval``) from worker to worker.
+    """
+    if math.isinf(seconds_left):
+        return chain
+    total = 0.0
+    out: list[Stage] = []
+    for stage in chain:
+        total += stage.seconds
+        if total > seconds_left:
+            break
+        out.append(stage)
+    if not out and chain and lifetime is not None and chain[0].seconds > lifetime \
+            and seconds_left >= lifetime / 2:
+        out = chain[:1]
+    return out
 
 
 class TrialFailedError(HippoError, RuntimeError):
@@ -171,6 +221,12 @@ class Driver:
         self._stage_rows: list[Any] = []
         self._writer: asyncio.Task[None] | None = None
         self.on_report: list[Callable[[StageReport], None]] = []
+        self._deadlines: dict[str, tuple[float, float] | None] = {}  # worker -> (deadline, lifetime)
+        self._closing: set[str] = set()  # workers retiring now (closing_gracefully)
+        self._id = uuid.uuid4().hex[:12]
+        self._demand: tuple[int, float] | None = None  # last published (workers, when)
+        self._flusher: asyncio.Task[None] | None = None  # retrying the journal during an outage
+        self._unjournaled: list[tuple[Node, int]] = []  # results waiting for that
 
     # -- what tuners call ---------------------------------------------------------------------
 
@@ -232,6 +288,8 @@ class Driver:
         self._finished.clear()
         if futures:
             self.client.cancel(futures)
+        if self._demand is not None and self._demand[0]:
+            self._publish_demand(0)
         for waiters in self._waiters.values():
             for w in waiters:
                 if not w.done():
@@ -239,6 +297,8 @@ class Driver:
         self._waiters.clear()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
         if self.metrics is not None and (self._rows or self._stage_rows):
             await self._write_metrics()
         try:
@@ -280,6 +340,8 @@ class Driver:
             a for a, w in workers.items()
             if w.get("resources", {}).get(GPU, 0) >= 1 and a not in self._dead
         )
+        self._closing = {a for a in gpu if workers[a].get("status") == "closing_gracefully"}
+        self._learn_deadlines(gpu)
         if workers and not gpu and not set(workers) <= self._dead:
             raise HippoError(
                 "no Dask worker advertises the GPU resource that stages ask for; start workers "
@@ -288,9 +350,104 @@ class Driver:
             )
         return gpu
 
+    def _learn_deadlines(self, workers: list[str]) -> None:
+        """Ask workers seen for the first time when they retire (``--lifetime``), once each."""
+        new = [w for w in workers if w not in self._deadlines]
+        if not new:
+            return
+        try:
+            found = self.client.run(worker_deadline, workers=new, on_error="return")
+        except Exception as exc:  # noqa: BLE001 - a worker that left: ask the others next time
+            logger.debug("could not ask workers %s for their lifetime: %s", new, exc)
+            return
+        for worker, value in found.items():
+            if isinstance(value, BaseException):
+                continue
+            if value is None:
+                self._deadlines[worker] = None
+                continue
+            deadline, lifetime, pid = value
+            if pid == os.getpid():  # a worker thread of this process: its start is unknown
+                deadline = time.time() + lifetime
+            self._deadlines[worker] = (deadline, lifetime)
+            logger.info("worker %s retires in %.0f s (lifetime %.0f s)", worker,
+                        deadline - time.time(), lifetime)
+
+    def _left(self, worker: str) -> tuple[float, float | None]:
+        """Seconds until ``worker`` retires (infinite without a lifetime), and its lifetime."""
+        if worker in self._closing:
+            return 0.0, None
+        known = self._deadlines.get(worker)
+        if known is None:
+            return math.inf, None
+        return known[0] - time.time(), known[1]
+
+    def _ahead(self, worker: str) -> float:
+        """Estimated seconds of the work already queued on ``worker`` (all of the running stage)."""
+        return sum((r.stop - r.start) * r.node.profile()
+                   for k in self._queued.get(worker, []) if (r := self._running.get(k)) is not None)
+
+    def _fit(self, chain: list[Stage], worker: str) -> list[Stage]:
+        left, lifetime = self._left(worker)
+        if math.isinf(left):
+            return chain
+        return fitting(chain, left - self._ahead(worker), lifetime)
+
+    def _publish_demand(self, workers: int) -> None:
+        """Tell adaptive clusters how many workers this driver could keep busy now."""
+        now = time.time()
+        if self._demand is not None and self._demand[0] == workers and now - self._demand[1] < _DEMAND_REFRESH:
+            return
+        self._demand = (workers, now)
+        scheduler = self.client.scheduler
+
+        async def publish() -> None:
+            try:
+                await scheduler.set_metadata(keys=[DEMAND_KEY, self._id], value=[workers, now])  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - the scheduler is gone; nobody scales on it
+                logger.debug("could not publish the stage demand: %s", exc)
+
+        try:
+            self.client.loop.add_callback(publish)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - client closed
+            logger.debug("could not publish the stage demand: %s", exc)
+
     def _flush(self) -> None:
-        with_retries(self.plan.flush, what=f"writing the plan journal of {self.plan.url}",
-                     timeout=self.storage_timeout)
+        """Journal what the plan buffered. During a storage outage the study goes on: the records
+        stay buffered, a background task retries (:meth:`_flush_later`), and results reach
+        their waiters only once journaled (:meth:`_resolve_journaled`), so a tuner never acts
+        on a result that a crash could take back."""
+        if not self._journaled():
+            return  # the retrying task writes these records too, in order
+        try:
+            self.plan.flush()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            self._flusher = self.loop.create_task(self._flush_later())
+
+    def _journaled(self) -> bool:
+        return self._flusher is None or self._flusher.done()
+
+    async def _flush_later(self) -> None:
+        try:
+            await with_retries_async(self.plan.flush, what=f"writing the plan journal of {self.plan.url}",
+                                     timeout=self.storage_timeout)
+        except Exception as exc:  # noqa: BLE001 - down past the limit: the study stops cleanly
+            logger.error("%s", exc)
+            self._fail_everyone(exc)
+            return
+        held, self._unjournaled = self._unjournaled, []
+        for node, step in held:
+            self._resolve(node, step)
+        self.kick()
+
+    def _resolve_journaled(self, node: Node, step: int) -> None:
+        """Answer the waiters of ``(node, step)`` now, or once the journal holds their result."""
+        if self._journaled():
+            self._resolve(node, step)
+        else:
+            self._unjournaled.append((node, step))
 
     def _schedule(self) -> None:
         self._flush()
@@ -307,10 +464,16 @@ class Driver:
             workers, sorted(self._running), {w: len(k) for w, k in self._queued.items()},
             len(tree), sum(len(w) for w in self._waiters.values()),
         )
-        if not len(tree):
-            return
+        waiting = 0  # chains ready to start that got no idle worker
+        if len(tree):
+            waiting = self._place(tree, workers)
+        self._publish_demand(sum(1 for w in workers if self._queued.get(w)) + waiting)
+
+    def _place(self, tree: StageTree, workers: list[str]) -> int:
+        """Submit the tree's ready chains; return how many found no idle worker."""
         self._ask_running_for_branch_points(tree)
         idle = [w for w in workers if not self._queued.get(w)]
+        waiting = 0
         for chain in tree.paths():
             head = chain[0]
             if head.parent is not None:
@@ -322,24 +485,42 @@ class Driver:
                     continue  # a mid-stage state: ready once that stage reports
                 if source.key != self._queued.get(source.worker, [None])[-1]:
                     continue  # its worker has queued more work since; wait for the checkpoint
-                self._submit(chain, source.worker, tree, after=source)
-            elif idle:
-                self._submit(chain, idle.pop(0), tree)
+                fitted = self._fit(chain, source.worker)
+                if fitted:  # else its worker retires first: wait for the checkpoint
+                    self._submit(fitted, source.worker, tree, after=source)
+                continue
+            # Where it fits (rather than where it never can), the most of the chain, on the
+            # worker with the least time left.
+            best: tuple[tuple[bool, float, float], str, list[Stage]] | None = None
+            for worker in idle:
+                fitted = self._fit(chain, worker)
+                if fitted:
+                    seconds, left = sum(s.seconds for s in fitted), self._left(worker)[0]
+                    rank = (seconds > left, -seconds, left)
+                    if best is None or rank < best[0]:
+                        best = (rank, worker, fitted)
+            if best is not None:
+                idle.remove(best[1])
+                self._submit(best[2], best[1], tree)
             else:
+                waiting += 1
                 self._queue_behind(chain, workers, tree)
+        return waiting
 
     def _queue_behind(self, chain: list[Stage], workers: list[str], tree: StageTree) -> None:
         """Queue a ready chain behind a busy worker's only chain, so the worker goes on without
-        waiting for the driver when it finishes; the least loaded worker gets it."""
+        waiting for the driver when it finishes; the least loaded worker that has the time gets it."""
         candidates = []
         for worker in workers:
             keys = self._queued.get(worker, [])
             if keys and keys[-1] in self._running and self._running[keys[-1]].chain == keys:
-                left = sum(r.stop - r.start for k in keys if (r := self._running.get(k)) is not None)
-                candidates.append((left, worker))
+                fitted = self._fit(chain, worker)
+                if fitted:
+                    left = sum(r.stop - r.start for k in keys if (r := self._running.get(k)) is not None)
+                    candidates.append((left, worker, fitted))
         if candidates:
-            _, worker = min(candidates)
-            self._submit(chain, worker, tree, after=self._running[self._queued[worker][-1]])
+            _, worker, fitted = min(candidates, key=lambda c: (c[0], c[1]))
+            self._submit(fitted, worker, tree, after=self._running[self._queued[worker][-1]])
 
     def _abandon_lost_workers(self, alive: set[str]) -> None:
         """Stages on a worker that left (killed, pre-empted, restarted) are planned again.
@@ -639,7 +820,7 @@ class Driver:
         for callback in self.on_report:
             callback(report)
         for node, point in rows:
-            self._resolve(node, point.step)
+            self._resolve_journaled(node, point.step)
 
     def _queue_metrics(self, running: _Running, report: StageReport, rows: list[tuple[Node, Any]]) -> None:
         """Hand metric rows and the stage's timing to the background writer.

@@ -8,6 +8,7 @@ once. Past the limit, the last error is raised as a ``StorageError`` naming what
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from hippo_dask.errors import CheckpointNotFoundError, CorruptCheckpointError, StorageError
 
-__all__ = ["transient_failures", "with_retries"]
+__all__ = ["transient", "transient_failures", "with_retries", "with_retries_async"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,36 +32,70 @@ def transient_failures() -> int:
     return _failures
 
 
-def _transient(exc: BaseException) -> bool:
+def transient(exc: BaseException) -> bool:
+    """Whether a storage failure may pass (an outage), rather than be final (missing, corrupt)."""
     if isinstance(exc, (CheckpointNotFoundError, CorruptCheckpointError, PermissionError)):
         return False
     return isinstance(exc, (StorageError, ConnectionError, TimeoutError, OSError))
 
 
+class _Backoff:
+    """The retry policy both variants share: count, decide, log, and say how long to wait."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        self.what, self.timeout = what, timeout
+        self.deadline = time.monotonic() + timeout
+        self.delay = _FIRST_DELAY
+        self.attempt = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Seconds to wait before the next try; raises when ``exc`` is final or time is up."""
+        if not transient(exc):
+            raise exc
+        global _failures
+        _failures += 1
+        self.attempt += 1
+        if time.monotonic() + self.delay > self.deadline:
+            raise StorageError(
+                f"{self.what}: storage unreachable for more than {self.timeout:g} s "
+                f"({self.attempt} attempts); last error: {exc}"
+            ) from None
+        if self.attempt == 1:
+            logger.warning("%s failed (%s); retrying for up to %g s", self.what, exc, self.timeout)
+        wait, self.delay = self.delay, min(self.delay * 2, _MAX_DELAY)
+        return wait
+
+    def succeeded(self) -> None:
+        if self.attempt:
+            logger.warning("%s succeeded after %d retries", self.what, self.attempt)
+
+
 def with_retries(action: Callable[[], T], *, what: str, timeout: float) -> T:
-    """Run ``action``; on a transient storage failure, retry with backoff for ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    delay = _FIRST_DELAY
-    attempt = 0
+    """Run ``action``; on a transient storage failure, retry with backoff for ``timeout`` s.
+
+    It blocks its thread while it waits: call it on workers and in threads, and
+    :func:`with_retries_async` on an event loop, which must go on serving everything else.
+    """
+    backoff = _Backoff(what, timeout)
     while True:
         try:
             result = action()
         except BaseException as exc:
-            if not _transient(exc):
-                raise
-            global _failures
-            _failures += 1
-            attempt += 1
-            if time.monotonic() + delay > deadline:
-                raise StorageError(
-                    f"{what}: storage unreachable for more than {timeout:g} s "
-                    f"({attempt} attempts); last error: {exc}"
-                ) from None
-            if attempt == 1:
-                logger.warning("%s failed (%s); retrying for up to %g s", what, exc, timeout)
-            time.sleep(delay)
-            delay = min(delay * 2, _MAX_DELAY)
+            time.sleep(backoff.failed(exc))
             continue
-        if attempt:
-            logger.warning("%s succeeded after %d retries", what, attempt)
+        backoff.succeeded()
+        return result
+
+
+async def with_retries_async(action: Callable[[], T], *, what: str, timeout: float) -> T:
+    """:func:`with_retries` for an event loop: it waits with ``asyncio.sleep``, so the loop's
+    other work (reports, submissions, the callers' coroutines) goes on during an outage."""
+    backoff = _Backoff(what, timeout)
+    while True:
+        try:
+            result = action()
+        except BaseException as exc:
+            await asyncio.sleep(backoff.failed(exc))
+            continue
+        backoff.succeeded()
         return result

@@ -22,7 +22,7 @@ import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.storage._retry import transient_failures
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
-from tests.helpers import make_client, standalone, until
+from tests.helpers import executed, make_client, standalone, until
 
 
 class Endpoint:
@@ -122,3 +122,49 @@ def test_an_outage_past_the_limit_stops_the_study_cleanly(tmp_path: Path, endpoi
     reopened = hd.SearchPlan.open(f"{endpoint.root}/outage", endpoint.options)
     assert reopened.stats().requests == len(todo)  # the journal reopens, every request kept
     assert "testing" not in repr(reopened)
+
+
+def test_during_an_outage_the_study_goes_on_and_results_wait_for_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver retries its journal off the event loop: the callers' coroutines, reports and
+    submissions go on meanwhile, and a result is returned only once it is journaled. (Retrying
+    with blocking sleeps froze the loop, so nothing could run until the limit ran out.)"""
+    log = str(tmp_path / "train.log")
+    trial = hd.Trial(lr=seq.MultiStep([0.1, 0.01], [10]), log=log)
+    cluster, client = make_client(1)
+    with cluster, client:
+        study = hd.Study("journal-outage", SimulatedTrainer, storage=str(tmp_path / "runs"),
+                         client=client, storage_timeout=120)
+        journal = study.plan._journal
+        assert journal is not None
+        real_append = journal.append
+        state = {"down": True, "failed": 0}
+
+        def append(records: Any) -> None:
+            if state["down"]:
+                state["failed"] += 1
+                raise ConnectionError("storage down (test)")
+            real_append(records)
+
+        monkeypatch.setattr(journal, "append", append)
+
+        async def scenario() -> dict[str, float]:
+            job = asyncio.ensure_future(study.train(trial, 20))
+            # Both need this loop: the stage's report handled, and this coroutine polling.
+            await until(lambda: executed(log) == 20 and state["failed"] >= 3,
+                        "the stage to train while the journal write is retried")
+            await asyncio.sleep(0)
+            assert not job.done()  # trained, but not journaled: not returned yet
+            state["down"] = False
+            try:
+                return await job
+            finally:
+                await study._close_driver()
+
+        metrics = asyncio.run(scenario())
+    assert metrics["score"] == standalone(trial, 20)
+    reopened = hd.SearchPlan.open(str(tmp_path / "runs" / "journal-outage"))
+    assert reopened.stats().pending == 0
+    assert [m["score"] for n in reopened.nodes for m in n.metrics.values() if m["steps"] == 20] \
+        == [metrics["score"]]

@@ -1,0 +1,149 @@
+"""The embedded cluster: one Dask worker per GPU of this machine, or one per core.
+
+Stages ask for ``resources={"GPU": 1}``; the workers started here advertise one ``GPU`` each. On
+a machine with CUDA devices there is one single-threaded worker per device, each seeing only its
+own device through ``CUDA_VISIBLE_DEVICES`` (with ``dask_cuda.LocalCUDACluster`` when
+``dask_cuda`` is installed: it also pins each worker to the CPUs near its GPU); without GPUs there
+is one single-threaded worker per core and ``GPU`` counts slots.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+from typing import Any
+
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed.deploy.cluster import Cluster
+
+from hippo_dask.errors import HippoError
+
+__all__ = ["ClusterClient", "cuda_devices", "local"]
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterClient(Client):
+    """A ``distributed.Client`` that stops its cluster when it closes (``with`` blocks too).
+
+    ``Client(cluster)`` leaves a cluster it did not start running after ``client.close()``;
+    the clusters :func:`local` and :func:`~hippo_dask.cluster.slurm` start belong to their
+    client, so closing the client also stops the workers (and cancels the SLURM jobs).
+    """
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        cluster = self.cluster
+        result = super().close(*args, **kwargs)  # type: ignore[no-untyped-call]
+        if cluster is not None and not self._is_finalizing():
+            cluster.close()
+        return result
+
+
+def cuda_devices() -> list[str]:
+    """CUDA device ids this process may use: ``CUDA_VISIBLE_DEVICES``, else what nvidia-smi lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def local(
+    n_workers: int | None = None,
+    *,
+    gpus: list[str] | None = None,
+    threads_per_worker: int = 1,
+    dask_cuda: bool | None = None,
+    **kwargs: Any,
+) -> Client:
+    """Start a local Dask cluster whose workers each advertise one ``GPU`` and return its client.
+
+    This is what a :class:`~hippo_dask.Study` without ``client=`` starts.
+
+    Parameters
+    ----------
+    n_workers
+        Workers to start on a CPU-only machine (default: one per core). Ignored with GPUs.
+    gpus
+        CUDA device ids to use, one worker each (default: :func:`cuda_devices`). Pass ``[]`` to
+        force CPU workers.
+    threads_per_worker
+        Threads per worker; stages run one at a time per worker whatever this is.
+    dask_cuda
+        With GPUs, start ``dask_cuda.LocalCUDACluster`` (default: when ``dask_cuda`` is
+        installed). ``False`` starts plain Dask workers with ``CUDA_VISIBLE_DEVICES`` set.
+    **kwargs
+        Passed to :class:`distributed.LocalCluster` (CPU), ``LocalCUDACluster``, or to each
+        worker (GPU without dask_cuda), e.g. ``memory_limit``.
+
+    Returns
+    -------
+    distributed.Client
+        A client that stops the cluster when closed.
+
+    Examples
+    --------
+    >>> client = hd.cluster.local(gpus=["0", "1"])          # doctest: +SKIP
+    >>> study = hd.Study("digits", DigitsTrainer, client=client)  # doctest: +SKIP
+    """
+    devices = cuda_devices() if gpus is None else [str(g) for g in gpus]
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int)
+                                  or n_workers < 1):
+        raise HippoError(f"cluster.local: `n_workers` must be an int >= 1 or None, got {n_workers!r}")
+    use_cuda = bool(devices) and (
+        dask_cuda if dask_cuda is not None else importlib.util.find_spec("dask_cuda") is not None
+    )
+    cluster: Cluster
+    if use_cuda:
+        from dask_cuda import LocalCUDACluster
+
+        options: dict[str, Any] = {
+            "CUDA_VISIBLE_DEVICES": ",".join(devices),
+            "threads_per_worker": threads_per_worker,
+            "resources": {"GPU": 1},
+            "dashboard_address": ":0",
+            "silence_logs": logging.WARNING,
+        }
+        options.update(kwargs)
+        cluster = LocalCUDACluster(**options)
+        logger.info("local cluster: dask_cuda, %d GPU workers (devices %s)", len(devices), devices)
+    elif devices:
+        workers = {
+            f"gpu-{device}": {
+                "cls": Nanny,
+                "options": {
+                    "nthreads": threads_per_worker,
+                    "resources": {"GPU": 1},
+                    "env": {"CUDA_VISIBLE_DEVICES": device},
+                    **kwargs,
+                },
+            }
+            for device in devices
+        }
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+        cluster = SpecCluster(workers=workers, scheduler=scheduler,  # type: ignore[no-untyped-call]
+                              silence_logs=logging.WARNING)
+        logger.info("local cluster: %d GPU workers (devices %s)", len(devices), devices)
+    else:
+        count = n_workers or os.cpu_count() or 1
+        options = {
+            "n_workers": count,
+            "threads_per_worker": threads_per_worker,
+            "resources": {"GPU": 1},
+            "dashboard_address": ":0",
+            "silence_logs": logging.WARNING,
+        }
+        options.update(kwargs)
+        cluster = LocalCluster(**options)  # type: ignore[no-untyped-call]
+        logger.info("local cluster: %d CPU workers with one GPU slot each", count)
+    return ClusterClient(cluster)  # type: ignore[no-untyped-call]

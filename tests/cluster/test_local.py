@@ -1,0 +1,70 @@
+"""hd.cluster.local: the embedded cluster, one GPU-advertising worker per core or per device.
+
+A list of device ids starts one worker per id with its own ``CUDA_VISIBLE_DEVICES``, which is
+checkable on a CPU machine: nothing here touches a real GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from typing import Any
+
+import pytest
+
+import hippo_dask as hd
+
+
+def visible_device() -> str | None:
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_cpu_workers_each_advertise_one_gpu_slot() -> None:
+    with hd.cluster.local(n_workers=2, gpus=[]) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        assert len(workers) == 2
+        assert all(w["resources"] == {"GPU": 1} and w["nthreads"] == 1 for w in workers.values())
+        cluster = client.cluster
+    assert cluster.status.name == "closed"  # closing the client stopped its cluster
+
+
+def test_one_worker_per_gpu_each_seeing_only_its_own_device() -> None:
+    with hd.cluster.local(gpus=["0", "1"], dask_cuda=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        assert sorted(w["name"] for w in info.values()) == ["gpu-0", "gpu-1"]
+        assert all(w["resources"] == {"GPU": 1} for w in info.values())
+        seen = client.run(visible_device)
+        by_name = {info[address]["name"]: device for address, device in seen.items()}
+        assert by_name == {"gpu-0": "0", "gpu-1": "1"}
+
+
+def test_dask_cuda_is_used_when_installed_with_the_gpu_resource_added(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: dict[str, Any] = {}
+
+    class FakeCUDACluster:
+        def __init__(self, **kwargs: Any) -> None:
+            made.update(kwargs)
+            raise RuntimeError("stop here")  # no GPUs to start workers on
+
+    fake = types.ModuleType("dask_cuda")
+    fake.LocalCUDACluster = FakeCUDACluster  # type: ignore[attr-defined]
+    fake.__spec__ = types.SimpleNamespace(name="dask_cuda")  # type: ignore[assignment]
+    monkeypatch.setitem(sys.modules, "dask_cuda", fake)
+    with pytest.raises(RuntimeError, match="stop here"):
+        hd.cluster.local(gpus=["2", "3"])
+    assert made["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert made["resources"] == {"GPU": 1} and made["threads_per_worker"] == 1
+
+
+def test_cuda_devices_reads_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1, 3")
+    assert hd.cluster.cuda_devices() == ["1", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert hd.cluster.cuda_devices() == []
+
+
+def test_bad_worker_count_names_the_argument() -> None:
+    with pytest.raises(hd.HippoError, match="`n_workers` must be an int >= 1 or None, got 0"):
+        hd.cluster.local(n_workers=0)
