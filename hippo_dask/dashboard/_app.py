@@ -113,7 +113,8 @@ def header_html(snapshot: StudySnapshot) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(snapshot.taken))
     return (
         f'<div style="font-family: {FONT}; color: {COLORS["text"]}; display: flex; '
-        'align-items: baseline; gap: 14px; border-bottom: 1px solid #e2e8f0; padding-bottom: 6px;">'
+        'align-items: baseline; gap: 14px; width: 100%; box-sizing: border-box; '
+        'background: #f4f7fb; border-radius: 6px; padding: 8px 12px;">'
         '<span style="font-size: 20px; font-weight: 700;">hippo-dask</span>'
         f'<span style="font-size: 18px;">study <b data-hippo="study">{html.escape(snapshot.name)}</b></span>'
         f'<span style="font-size: 12px; color: {COLORS["muted"]};">{html.escape(snapshot.root)}</span>'

@@ -27,6 +27,7 @@ COLORS = {
     "stopped": "#8f7ac4",
     "failed": "#d1495b",
     "critical": "#1f4e9c",
+    "halo": "#8fb8f0",
     "best": "#e0561f",
     "curve": "#5b7fa6",
     "text": "#2d3748",

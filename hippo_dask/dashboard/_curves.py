@@ -77,7 +77,7 @@ class CurvesView(DashboardComponent):
         self.best_point = ColumnDataSource({"x": [], "y": [], "label": []}, name="curves-best-point")
         sizing: dict[str, Any] = {"width": width} if width else {"sizing_mode": "stretch_width"}
         fig: Any = figure(height=330, x_axis_label="step", tools="pan,wheel_zoom,box_zoom,reset,save",
-                     toolbar_location="above", name="curves", **sizing)
+                     toolbar_location="above", name="curves-figure", **sizing)
         lines = fig.multi_line("xs", "ys", source=self.source, line_color=COLORS["curve"],
                                line_alpha=0.45, line_width=1.6,
                                hover_line_color=COLORS["critical"], hover_line_alpha=1.0,
@@ -105,7 +105,8 @@ class CurvesView(DashboardComponent):
                                             active=0, name="curves-mode")
         self.select.on_change("value", self._on_metric)
         self.mode_select.on_change("active", self._on_mode)
-        self.root = column(row(self.select, self.mode_select, align="end"), fig,
+        self.mode_select.align = "end"
+        self.root = column(row(self.select, self.mode_select), fig,
                            sizing_mode="stretch_width" if not width else None)
         self._last: StudySnapshot | None = None
 

@@ -49,7 +49,7 @@ class WorkerLanesView(DashboardComponent):
         sizing: dict[str, Any] = {"width": width} if width else {"sizing_mode": "stretch_width"}
         fig: Any = figure(y_range=FactorRange(factors=[]), x_axis_type="datetime", height=160,
                      tools="xpan,xwheel_zoom,box_zoom,reset,save", toolbar_location="above",
-                     x_axis_label="time (worker clock)", name="worker-lanes", **sizing)
+                     x_axis_label="time (worker clock)", name="worker-lanes-figure", **sizing)
         bars = fig.hbar(y="worker", left="left", right="right", height=0.7, source=self.source,
                         fill_color="color", line_color="white", line_width=0.5)
         fig.add_tools(HoverTool(renderers=[bars], tooltips=(

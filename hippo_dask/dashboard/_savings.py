@@ -104,15 +104,15 @@ class SavingsView(DashboardComponent):
 
     @staticmethod
     def _bars(figure: Any, kinds: list[str], source: Any, field: str, label: str) -> Any:
-        fig: Any = figure(y_range=list(reversed(kinds)), height=150, width=225, tools="",
-                     toolbar_location=None, x_axis_label=label)
+        from bokeh.models import Range1d
+
+        fig: Any = figure(y_range=list(reversed(kinds)), x_range=Range1d(0, 1), height=150,
+                          width=225, tools="", toolbar_location=None, x_axis_label=label)
         fig.hbar(y="kind", right=field, height=0.62, source=source, fill_color="color",
                  line_color=None)
         fig.text(x=field, y="kind", text="label", source=source, x_offset=4, y_offset=0,
                  text_baseline="middle", text_font_size="11px", text_color=COLORS["text"],
                  text_font={"value": FONT})
-        fig.x_range.start = 0
-        fig.x_range.range_padding = 0.45
         fig.ygrid.visible = False
         fig.xaxis.ticker.desired_num_ticks = 3
         style_figure(fig)
@@ -130,6 +130,7 @@ class SavingsView(DashboardComponent):
             "color": [COLORS["pending"], COLORS["done"], COLORS["critical"]],
             "label": [f"{v:,}" for v in steps],
         }
+        self.steps_figure.x_range.end = 1.4 * max(1, *steps)
         by_trial = s.trial_by_trial_seconds
         seconds = [by_trial if by_trial is not None else 0.0, s.worker_seconds]
         self.time_source.data = {
@@ -139,3 +140,4 @@ class SavingsView(DashboardComponent):
             "label": [("~" + format_seconds(by_trial)) if by_trial is not None else "n/a",
                       format_seconds(s.worker_seconds)],
         }
+        self.time_figure.x_range.end = 1.55 * max(1e-3, *seconds)

@@ -82,7 +82,12 @@ class NodeView:
 
 @dataclass(frozen=True)
 class CriticalStage:
-    """A stage of the current critical path: train ``node`` from ``start`` to ``stop``."""
+    """A stage of the current critical path: train ``node`` from ``start`` to ``stop``.
+
+    The path is the one the scheduler picks (unprofiled nodes weigh 1 s per step there);
+    ``seconds`` estimates it better: the node's measured speed, else its nearest profiled
+    ancestor's, else the plan's mean.
+    """
 
     node: int
     start: int
@@ -308,9 +313,10 @@ def _statuses(plan: SearchPlan, lanes: pd.DataFrame, metrics: pd.DataFrame,
         activity.append(float(metrics["wall_time"].max()))
     live = bool(pending) and bool(activity) and now - max(activity) < max(IDLE_AFTER, 5 * longest)
     running: set[int] = set()
-    if live:  # the driver hands the W longest chains to the W workers
+    if live:  # the driver hands the W longest chains that can start to the W workers
         workers = max(1, int(lanes["worker"].nunique()) if not lanes.empty else 1)
-        running = {chain[0].node.id for chain in tree.paths()[:workers]}
+        ready = [chain for chain in tree.paths() if chain[0].parent is None]
+        running = {chain[0].node.id for chain in ready[:workers]}
     failed: set[int] = set()
     if not lanes.empty:
         failed = {int(n) for n in lanes.loc[lanes["status"] != "done", "node"]} & pending
@@ -492,7 +498,10 @@ def take_snapshot(
         taken=now,
         live=live,
         nodes=tuple(_node_views(plan, status, lanes)),
-        critical=tuple(CriticalStage(s.node.id, s.start, s.stop, s.seconds) for s in critical),
+        critical=tuple(
+            CriticalStage(s.node.id, s.start, s.stop, s.steps * (speed(s.node) or 1.0))
+            for s in critical
+        ),
         trials=tuple(trial_views),
         points=points,
         lanes=lanes,

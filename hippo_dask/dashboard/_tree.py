@@ -4,7 +4,8 @@ Each node is drawn on its own row from its start step to the last step requested
 on x), children below their parent, joined by an edge at the branch step. The solid part of a
 bar is trained, the pale rest still to do; the colour is the node's status. The current
 critical path (the longest chain of pending stages, which the scheduler runs first, on one
-worker) is a dark line over the stages it consists of; small ticks mark checkpoints.
+worker) glows blue behind the stages it consists of, with a thin line through them; small
+ticks mark checkpoints.
 """
 
 from __future__ import annotations
@@ -94,21 +95,26 @@ class StageTreeView(DashboardComponent):
         fig.yaxis.major_label_text_font_size = "11px"
         fig.yaxis.axis_line_color = None
         fig.yaxis.major_tick_line_color = None
+        critical_edges = ColumnDataSource({k: [] for k in ("x0", "y0", "x1", "y1")},
+                                          name="stage-tree-critical-edges")
+        self._critical_edges = critical_edges
+        # the critical path: a halo behind the bars and edges it runs along
+        fig.segment("x0", "y0", "x1", "y1", source=critical_edges, line_color=COLORS["halo"],
+                    line_width=8, line_cap="round")
+        fig.segment("x0", "y", "x1", "y", source=self.critical, line_color=COLORS["halo"],
+                    line_width=ROW_PIXELS, line_cap="round")
         fig.segment("x0", "y0", "x1", "y1", source=self.edges, line_color="#a0aec0", line_width=1.5)
+        fig.hbar(y="row", left="start", right="extent", height=0.62, source=self.source,
+                 fill_color="white", line_color=None)  # the halo must not show through
         whole = fig.hbar(y="row", left="start", right="extent", height=0.62, source=self.source,
                          fill_color="color", fill_alpha=0.35, line_color="color", line_alpha=0.9)
         fig.hbar(y="row", left="start", right="trained", height=0.62, source=self.source,
                  fill_color="color", line_color=None)
         fig.scatter("x", "y", source=self.checkpoints, marker="dash", angle=1.5708, size=9,
                     line_color="#2d3748", line_width=1.5, line_alpha=0.7)
-        critical_edges = ColumnDataSource({k: [] for k in ("x0", "y0", "x1", "y1")},
-                                          name="stage-tree-critical-edges")
-        self._critical_edges = critical_edges
-        fig.segment("x0", "y0", "x1", "y1", source=critical_edges, line_color=COLORS["critical"],
-                    line_width=4)
         fig.segment("x0", "y", "x1", "y", source=self.critical, line_color=COLORS["critical"],
-                    line_width=5, line_cap="round")
-        path = fig.line([float("nan")], [float("nan")], line_color=COLORS["critical"], line_width=5)
+                    line_width=1.5, line_alpha=0.8)
+        path = fig.line([float("nan")], [float("nan")], line_color=COLORS["halo"], line_width=9)
         # one legend entry per status, whether or not a node has it now
         self._legend_source = ColumnDataSource(
             {"x": [float("nan")] * len(STATUSES), "y": [float("nan")] * len(STATUSES),

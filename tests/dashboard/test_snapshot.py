@@ -1,0 +1,128 @@
+"""The reader and its snapshot on a study with known content (tests/dashboard/known.py)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+import hippo_dask as hd
+from hippo_dask.dashboard import StudyNotFoundError, find_studies, open_study
+from hippo_dask.dashboard._snapshot import take_snapshot
+from tests.dashboard.known import B, write_known_study
+
+
+@pytest.fixture
+def known(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return write_known_study(tmp_path)
+
+
+def test_nodes_statuses_and_layout(known) -> None:  # type: ignore[no-untyped-def]
+    snap = open_study(str(known.storage), "known").refresh()
+    assert snap.node_count == 4
+    by_id = {n.id: n for n in snap.nodes}
+    assert [(n.parent, n.start, n.extent) for n in snap.nodes] == [
+        (None, 0, 20), (0, 10, 20), (0, 10, 20), (None, 0, 5)]
+    # the journal session that wrote it began just now: the study counts as live, and the
+    # pending chain (node 0 to step 10, then node 2) is the one a worker runs
+    assert snap.live
+    assert {i: n.status for i, n in by_id.items()} == {
+        0: "running", 1: "done", 2: "pending", 3: "stopped"}
+    assert [n.row for n in snap.nodes] == [0, 1, 2, 3]
+    assert by_id[0].checkpoints == (20,) and by_id[1].checkpoints == (20,)
+    assert by_id[0].trained == 20 and by_id[2].trained == 10
+    assert by_id[1].label == "@10 lr=0.001" and by_id[0].label == "optimizer=sgd"
+    assert by_id[0].metrics == {"score": 0.7, "loss": pytest.approx(0.3)}
+
+
+def test_critical_path_is_the_pending_chain(known) -> None:  # type: ignore[no-untyped-def]
+    snap = open_study(known.root).refresh()
+    assert [(s.node, s.start, s.stop) for s in snap.critical] == [(0, 0, 10), (2, 10, 20)]
+    assert [s.seconds for s in snap.critical] == [5.0, 5.0]  # 10 steps x 0.5 s profiled
+    assert snap.critical_edges() == [(0, 2, 10)]
+
+
+def test_savings_figures(known) -> None:  # type: ignore[no-untyped-def]
+    s = open_study(known.root).refresh().savings
+    assert (s.trials, s.trials_done) == (4, 3)
+    assert (s.requested_steps, s.unique_steps, s.executed_steps) == (65, 45, 35)
+    assert s.merge_rate == pytest.approx(65 / 45)
+    assert s.stages == 3 and s.worker_seconds == pytest.approx(19.0)
+    # training along every trial's path (32.5 s at 0.5 s per step) plus, per trial, the mean
+    # time a stage spent outside training: (19 s - 17.5 s of training) / 3 stages
+    assert s.trial_by_trial_seconds == pytest.approx(32.5 + 4 * 0.5)
+    assert s.saved_fraction == pytest.approx(1 - 19.0 / 34.5)
+
+
+def test_curves_draw_shared_prefixes_once(known) -> None:  # type: ignore[no-untyped-def]
+    snap = open_study(known.root).refresh()
+    assert snap.metric_names == ("score", "loss")
+    curves = {c.node: c for c in snap.curves("score")}
+    assert sorted(curves) == [0, 1, 3]  # node 2 has no values yet
+    assert curves[0].steps == (5, 10, 15, 20) and curves[0].values == (0.2, 0.4, 0.5, 0.7)
+    assert curves[1].steps == (10, 15, 20) and curves[1].values == (0.4, 0.6, 0.9)  # joined at 10
+    assert curves[3].steps == (5,)
+    assert snap.curves("no-such-metric") == []
+
+
+def test_best_trial_went_the_distance(known) -> None:  # type: ignore[no-untyped-def]
+    snap = open_study(known.root).refresh()
+    best = snap.best("score", "max")
+    assert best is not None and best.tag == "tag-B" and best.path == (0, 1)
+    assert best.steps == 20 and best.metrics == {"score": 0.9, "loss": pytest.approx(0.1)}
+    assert snap.best("loss", "min").tag == "tag-B"  # type: ignore[union-attr]
+    worst = snap.best("score", "min")
+    assert worst is not None and worst.tag == "tag-A"  # D's 5 steps never compete
+
+
+def test_idle_study_runs_nothing(known) -> None:  # type: ignore[no-untyped-def]
+    reader = open_study(known.root)
+    reader.refresh()
+    store = reader.metrics
+    later = take_snapshot("known", known.root, reader.plan, reader.requests, store.read(),
+                          store.read_stages(), session_started=time.time(), now=time.time() + 3600)
+    assert not later.live
+    assert later.status_counts() == {"done": 1, "running": 0, "pending": 2, "stopped": 1,
+                                     "failed": 0}
+
+
+def test_refresh_takes_in_what_is_new(known) -> None:  # type: ignore[no-untyped-def]
+    reader = open_study(known.root)
+    first = reader.refresh()
+    plan = hd.SearchPlan.open(known.root)  # another writer, as a second study process would be
+    node = plan.locate(B, 20)
+    assert node is not None
+    plan.add(hd.Trial(optimizer="sgd", lr=hd.seq.MultiStep([0.1, 0.5], milestones=[15])), 20,
+             tag="tag-E")
+    plan.flush()
+    assert reader.latest(max_age=60) is first  # young enough: not read again
+    second = reader.refresh()
+    assert second.node_count == first.node_count + 1 and second.savings.trials == 5
+    assert first.node_count == 4  # a snapshot never changes once taken
+    assert math.isclose(second.savings.requested_steps, 85)
+
+
+def test_where_the_study_is(tmp_path: Path) -> None:
+    write_known_study(tmp_path, "first")
+    write_known_study(tmp_path, "second")
+    assert find_studies(str(tmp_path)) == ["first", "second"]
+    assert open_study(str(tmp_path / "first")).name == "first"  # the study folder itself
+    assert open_study(str(tmp_path), "second").root == f"{tmp_path}/second"
+    with pytest.raises(StudyNotFoundError, match=r"holds 2 studies \(first, second\); say which"):
+        open_study(str(tmp_path))
+    with pytest.raises(StudyNotFoundError, match=r"no study named 'third' .* found there: first, second"):
+        open_study(str(tmp_path), "third")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(StudyNotFoundError, match="holds no study"):
+        open_study(str(empty))
+    with pytest.raises(FileNotFoundError):  # a StudyNotFoundError is one too
+        open_study(str(tmp_path / "missing"), "x")
+    assert not (tmp_path / "missing").exists()  # looking created nothing
+
+
+def test_one_study_under_a_root_needs_no_name(tmp_path: Path) -> None:
+    write_known_study(tmp_path, "only")
+    assert open_study(str(tmp_path)).name == "only"

@@ -1,0 +1,155 @@
+"""The dashboard on real studies: a LocalCluster, the simulated trainer, the real storage.
+
+The reader follows a study while it runs (held half-way by the simulated trainer's gate) and
+agrees with the study's own figures once it finished; the progress bar, ``study.dashboard()``,
+the pages on the Dask scheduler's dashboard and the thin ``bokeh serve`` apps show the same.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+import hippo_dask as hd
+from hippo_dask.dashboard import DashboardServer, open_study
+from tests.dashboard.scenario import STEPS, Listed, gate_is_waiting, start, trials
+from tests.helpers import executed, make_client
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    cluster, client = make_client(2)
+    with cluster, client:
+        yield client
+
+
+def _poll(condition, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_the_reader_follows_a_running_study(client: Client, tmp_path: Path) -> None:
+    study, run, log, gate, chosen = start(tmp_path, client)
+    reader = open_study(str(tmp_path / "runs"), "grid")
+
+    def half_done():  # type: ignore[no-untyped-def]
+        if not gate_is_waiting(log):
+            return None
+        snap = reader.refresh()
+        return snap if snap.status_counts()["done"] and snap.savings.trials == 14 else None
+
+    live = _poll(half_done, "the study to stand at the gate with some nodes done")
+    assert live.live
+    counts = live.status_counts()
+    assert counts["running"] >= 1 and counts["running"] + counts["pending"] >= 2
+    assert counts["failed"] == 0 and counts["stopped"] == 0
+    assert live.critical and all(
+        {n.id: n.status for n in live.nodes}[s.node] in ("running", "pending")
+        for s in live.critical)
+    assert live.savings.trials_done < 14
+    Path(gate).touch()
+    result = run.result()
+
+    final = _poll(lambda: (lambda s: s if s.savings.stages == result.stats.stages else None)(
+        reader.refresh()), "the last stage records")
+    stats = study.plan.stats()
+    assert final.node_count == stats.nodes == len(study.plan.nodes)
+    assert final.status_counts()["done"] == stats.nodes and not final.critical
+    s = final.savings
+    assert (s.trials, s.trials_done) == (14, 14)
+    assert s.requested_steps == result.stats.requested_steps == 14 * STEPS
+    assert s.unique_steps == result.stats.unique_steps
+    assert s.executed_steps == result.stats.executed_steps == executed(log)
+    assert s.merge_rate == pytest.approx(result.stats.merge_rate)
+    assert s.worker_seconds == pytest.approx(result.stats.worker_seconds)
+    # every recorded metric (each requested step and every 10 steps) is a curve point
+    points = sum(len(c.steps) for c in final.curves("score"))
+    recorded = sum(len(n.metrics) for n in study.plan.nodes)
+    branches = sum(1 for n in study.plan.nodes if n.parent is not None and n.start in n.parent.metrics)
+    assert points == recorded + branches
+    best = final.best("score")
+    assert best is not None and result.best is not None
+    assert best.metrics is not None and result.best.metrics is not None
+    assert best.metrics["score"] == result.best.metrics["score"]
+
+
+def test_progress_bar(client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
+    grid = trials(log, gate)[:12]
+    study = hd.Study("bar", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path),
+                     client=client)
+    result = study.tune(Listed(grid, STEPS), progress=True)
+    err = capsys.readouterr().err
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "tune bar: 100%" in final and "12/12 trials" in final
+    assert (f"steps {result.stats.executed_steps:,}/{result.stats.requested_steps:,} "
+            f"executed/requested, merge rate {result.stats.merge_rate:.2f}") in final
+    again = study.tune(Listed(grid, STEPS), progress=False)  # quiet, and nothing to train
+    assert capsys.readouterr().err == "" and again.stats.executed_steps == 0
+    with pytest.raises(hd.HippoError, match="`progress` must be True, False or None"):
+        study.tune(Listed(grid, STEPS), progress="yes")  # type: ignore[arg-type]
+
+
+def test_study_dashboard_inline_served_and_on_the_scheduler(client: Client, tmp_path: Path) -> None:
+    log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
+    study = hd.Study("shown", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path),
+                     client=client, eval_every=10)
+    study.tune(Listed(trials(log, gate)[:4], STEPS), progress=False)
+    nodes = len(study.plan.nodes)
+    layout = study.dashboard()
+    tree = layout.select_one({"name": "stage-tree-nodes"})
+    assert tree is not None and len(tree.data["id"]) == nodes
+
+    server = study.dashboard(serve=True)
+    assert isinstance(server, DashboardServer) and server.url.startswith("http://127.0.0.1:")
+    try:
+        for page in ("", "tree", "lanes"):
+            with urllib.request.urlopen(server.url + page, timeout=30) as response:
+                assert response.status == 200 and b"Bokeh" in response.read()
+        assert f'href="{server.url}"' in server._repr_html_()
+    finally:
+        server.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(server.url, timeout=5)
+
+    pages = study.dashboard(scheduler=True)
+    assert pages[0].endswith("/hippo/shown") and pages[1].endswith("/hippo/shown/tree")
+    with urllib.request.urlopen(pages[0], timeout=30) as response:
+        assert response.status == 200 and b"Bokeh" in response.read()
+
+
+def test_thin_bokeh_serve_apps(client: Client, tmp_path: Path) -> None:
+    from bokeh.application.handlers.script import ScriptHandler
+    from bokeh.document import Document
+
+    log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
+    study = hd.Study("apps", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path),
+                     client=client)
+    study.tune(Listed(trials(log, gate)[:2], STEPS), progress=False)
+    expected = {"study": "stage-tree-nodes", "tree": "stage-tree-nodes", "curves": "curves",
+                "savings": "savings-steps", "lanes": "worker-lanes"}
+    for app, source in expected.items():
+        handler = ScriptHandler(filename=str(ROOT / "dashboards" / f"{app}.py"),
+                                argv=[str(tmp_path), "--name", "apps"])
+        doc = Document()
+        handler.modify_document(doc)
+        assert not handler.failed, handler.error_detail
+        model = doc.select_one({"name": source})
+        assert model is not None, app
+        if source == "stage-tree-nodes":
+            assert len(model.data["id"]) == len(study.plan.nodes)
+        assert len(doc.roots) == 1 and doc.title == "hippo-dask: apps"
