@@ -73,7 +73,8 @@ class StudyDashboard:
                 f"StudyDashboard: unknown panels {unknown}; choose among {list(PANELS)}"
             )
         self.reader = reader
-        self.header = Div(text="", name="dashboard-header", sizing_mode="stretch_width")
+        # a fixed height: the clock in it changes at every refresh, the layout must not
+        self.header = Div(text="", name="dashboard-header", sizing_mode="stretch_width", height=50)
         self.components: dict[str, DashboardComponent] = {}
         builders: dict[str, Callable[[StudyReader], DashboardComponent]] = {
             "tree": StageTreeView, "curves": CurvesView, "savings": SavingsView,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from hippo_dask.dashboard._reader import StudyReader
     from hippo_dask.dashboard._snapshot import StudySnapshot
 
-__all__ = ["COLORS", "PALETTE", "DashboardComponent"]
+__all__ = ["COLORS", "PALETTE", "DashboardComponent", "replace_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,13 @@ def style_figure(fig: Any) -> None:
         axis.axis_label_text_font_style = "normal"
     for grid in (*fig.xgrid, *fig.ygrid):
         grid.grid_line_color = "#edf2f7"
+
+
+def replace_data(source: Any, data: dict[str, Any]) -> None:
+    """Give ``source`` new columns, unless they equal the old ones: a browser redraws (and
+    receives) a source only when something changed, not at every refresh."""
+    if source.data != data:
+        source.data = data
 
 
 class DashboardComponent(ABC):

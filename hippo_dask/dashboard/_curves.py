@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, style_figure
+from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, replace_data, style_figure
 
 if TYPE_CHECKING:
     from hippo_dask.dashboard._reader import StudyReader
@@ -86,8 +86,8 @@ class CurvesView(DashboardComponent):
                        line_width=3.2, legend_label="best trial")
         fig.scatter("x", "y", source=self.best_point, size=9, fill_color=COLORS["best"],
                     line_color="white", line_width=1.5)
-        fig.text("x", "y", text="label", source=self.best_point, x_offset=-8, y_offset=-10,
-                 text_align="right", text_font_size="11px", text_color=COLORS["best"],
+        fig.text("x", "y", text="label", source=self.best_point, x_offset=-10, y_offset=4,
+                 text_align="right", text_baseline="top", text_font_size="11px", text_color=COLORS["best"],
                  text_font={"value": FONT})
         fig.legend.location = "bottom_right"
         fig.legend.border_line_color = None
@@ -142,12 +142,12 @@ class CurvesView(DashboardComponent):
             self.mode_select.active = active
         curves = snapshot.curves(metric) if metric else []
         config = {n.id: n.config for n in snapshot.nodes}
-        self.source.data = {
+        replace_data(self.source, {
             "xs": [list(c.steps) for c in curves],
             "ys": [list(c.values) for c in curves],
             "node": [c.node for c in curves],
             "config": [config.get(c.node, "") for c in curves],
-        }
+        })
         best = snapshot.best(metric, self.mode) if metric else None
         on_path = set(best.path) if best is not None else set()
         chosen = [c for c in curves if c.node in on_path]
@@ -156,17 +156,17 @@ class CurvesView(DashboardComponent):
                 type(c)(c.node, *_until(c, best.steps)) if c.node == best.node else c
                 for c in chosen
             ]
-        self.best_source.data = {
+        replace_data(self.best_source, {
             "xs": [list(c.steps) for c in chosen],
             "ys": [list(c.values) for c in chosen],
             "node": [c.node for c in chosen],
-        }
+        })
         if best is not None and best.metrics is not None and metric is not None:
             value = best.metrics[metric]
-            self.best_point.data = {"x": [best.steps], "y": [value],
-                                    "label": [f"best {value:.4g} at step {best.steps}"]}
+            replace_data(self.best_point, {"x": [best.steps], "y": [value],
+                                    "label": [f"best {value:.4g} at step {best.steps}"]})
         else:
-            self.best_point.data = {"x": [], "y": [], "label": []}
+            replace_data(self.best_point, {"x": [], "y": [], "label": []})
         points = sum(len(c.steps) for c in curves)
         shown = sum(1 for t in snapshot.trials if t.metrics is not None)
         title = f"Learning curves: {metric or 'no metrics yet'}"

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hippo_dask.dashboard._base import COLORS, FONT, PALETTE, DashboardComponent, style_figure
+from hippo_dask.dashboard._base import (
+    COLORS,
+    FONT,
+    PALETTE,
+    DashboardComponent,
+    replace_data,
+    style_figure,
+)
 
 if TYPE_CHECKING:
     from hippo_dask.dashboard._reader import StudyReader
@@ -68,12 +75,12 @@ class WorkerLanesView(DashboardComponent):
         colour_of = {root: PALETTE[i % len(PALETTE)] for i, root in enumerate(order)}
         if lanes.empty:
             workers: list[str] = []
-            self.source.data = {k: [] for k in self.source.data}
+            replace_data(self.source, {k: [] for k in self.source.data})
         else:
             names = [short_worker(str(w)) for w in lanes["worker"]]
             workers = sorted(set(names))
             nodes = [int(n) for n in lanes["node"]]
-            self.source.data = {
+            replace_data(self.source, {
                 "worker": names,
                 "left": (lanes["started"].astype(float) * 1e3).tolist(),
                 "right": (lanes["finished"].astype(float) * 1e3).tolist(),
@@ -84,7 +91,7 @@ class WorkerLanesView(DashboardComponent):
                 "color": [COLORS["failed"] if str(s) != "done"
                           else colour_of.get(roots.get(n, -1), COLORS["muted"])
                           for n, s in zip(nodes, lanes["status"])],
-            }
+            })
         self.figure.y_range.factors = workers
         self.figure.height = max(150, 100 + LANE_PIXELS * len(workers))
         self.figure.title.text = self.headline(snapshot, len(workers))

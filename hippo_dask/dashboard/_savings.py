@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, style_figure
+from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, replace_data, style_figure
 
 if TYPE_CHECKING:
     from hippo_dask.dashboard._reader import StudyReader
@@ -106,7 +106,7 @@ class SavingsView(DashboardComponent):
     def _bars(figure: Any, kinds: list[str], source: Any, field: str, label: str) -> Any:
         from bokeh.models import Range1d
 
-        fig: Any = figure(y_range=list(reversed(kinds)), x_range=Range1d(0, 1), height=150,
+        fig: Any = figure(y_range=list(reversed(kinds)), x_range=Range1d(start=0, end=1), height=150,
                           width=225, tools="", toolbar_location=None, x_axis_label=label)
         fig.hbar(y="kind", right=field, height=0.62, source=source, fill_color="color",
                  line_color=None)
@@ -124,20 +124,20 @@ class SavingsView(DashboardComponent):
         self.title.text = (f'<div style="font-family: {FONT}; font-size: 13px; font-weight: bold; '
                            f'color: {COLORS["text"]};">Savings so far</div>')
         steps = [s.requested_steps, s.unique_steps, s.executed_steps]
-        self.source.data = {
+        replace_data(self.source, {
             "kind": list(_BARS),
             "steps": steps,
             "color": [COLORS["pending"], COLORS["done"], COLORS["critical"]],
             "label": [f"{v:,}" for v in steps],
-        }
+        })
         self.steps_figure.x_range.end = 1.4 * max(1, *steps)
         by_trial = s.trial_by_trial_seconds
         seconds = [by_trial if by_trial is not None else 0.0, s.worker_seconds]
-        self.time_source.data = {
+        replace_data(self.time_source, {
             "kind": ["trial-by-trial", "used"],
             "seconds": seconds,
             "color": [COLORS["pending"], COLORS["critical"]],
             "label": [("~" + format_seconds(by_trial)) if by_trial is not None else "n/a",
                       format_seconds(s.worker_seconds)],
-        }
+        })
         self.time_figure.x_range.end = 1.55 * max(1e-3, *seconds)

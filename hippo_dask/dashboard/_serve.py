@@ -237,9 +237,16 @@ def save_report(
     return target
 
 
+_MOUNTED: dict[tuple[int, str], list[str]] = {}
+
+
 def _mount(root: str, storage_options: Mapping[str, Any] | None, interval: float,
            dask_scheduler: Any = None) -> list[str]:
-    """On the scheduler: add the study's pages to its HTTP server (distributed's own recipe)."""
+    """On the scheduler: add the study's pages to its HTTP server (distributed's own recipe);
+    once per scheduler and study."""
+    known = _MOUNTED.get((id(dask_scheduler), root))
+    if known is not None:
+        return known
     import dask
     from bokeh.server.tornado import BokehTornado
     from bokeh.server.util import create_hosts_allowlist
@@ -254,7 +261,9 @@ def _mount(root: str, storage_options: Mapping[str, Any] | None, interval: float
                        extra_websocket_origins=origins, use_index=False, absolute_url="")
     dask_scheduler.http_application.add_application(app)
     app.initialize(IOLoop.current())
-    return [(prefix + path).rstrip("/") for path in ROUTES]
+    paths = _MOUNTED[(id(dask_scheduler), root)] = [(prefix + path).rstrip("/") for path in ROUTES]
+    logger.info("dashboard pages of %s added to the Dask scheduler under %s", reader.name, prefix)
+    return paths
 
 
 def add_to_scheduler(

@@ -265,19 +265,20 @@ def _node_of(plan: SearchPlan, trials: Mapping[str, Trial], trial_id: str, step:
 
 def _with_nodes(frame: pd.DataFrame, plan: SearchPlan, trials: Mapping[str, Trial],
                 trial_column: str, step_column: str) -> pd.DataFrame:
-    """``frame`` with a ``node`` column: rows name a node by its owner trial and a step."""
+    """``frame`` with a ``node`` column: rows name a node by its owner trial and a step.
+
+    The driver names a state by the owner of the node that holds it (and a stage by the owner
+    of the node it trains), and a trial owns at most one node: one lookup per owner, at the
+    furthest step its rows name (beyond the node's branch step, which belongs to the parent).
+    """
     frame = frame.copy()
     if frame.empty:
         frame["node"] = pd.Series([], dtype=np.int64)
         return frame
-    cache: dict[tuple[str, int], int] = {}
-    nodes = []
-    for trial_id, step in zip(frame[trial_column].astype(str), frame[step_column].astype(int)):
-        key = (trial_id, step)
-        if key not in cache:
-            cache[key] = _node_of(plan, trials, trial_id, step)
-        nodes.append(cache[key])
-    frame["node"] = np.asarray(nodes, dtype=np.int64)
+    owners = frame[trial_column].astype(str)
+    furthest = frame[step_column].astype(int).groupby(owners).max()
+    node_of = {owner: _node_of(plan, trials, owner, int(step)) for owner, step in furthest.items()}
+    frame["node"] = owners.map(node_of).astype(np.int64).to_numpy()
     return frame
 
 

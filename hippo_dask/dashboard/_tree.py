@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, style_figure
+from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, replace_data, style_figure
 from hippo_dask.dashboard._snapshot import STATUSES
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class StageTreeView(DashboardComponent):
     def _draw(self, snapshot: StudySnapshot) -> None:
         rows = {n.id: n.row for n in snapshot.nodes}
         nodes = snapshot.nodes
-        self.source.data = {
+        replace_data(self.source, {
             "id": [n.id for n in nodes],
             "parent": [-1 if n.parent is None else n.parent for n in nodes],
             "start": [n.start for n in nodes],
@@ -155,35 +155,35 @@ class StageTreeView(DashboardComponent):
             "metrics": [_format_metrics(n.metrics_step, dict(n.metrics)) for n in nodes],
             "speed": [f"{n.seconds_per_step * 1e3:.1f} ms per step" if n.seconds_per_step
                       is not None else "not profiled yet" for n in nodes],
-        }
+        })
         on_path = {(a, b) for a, b, _ in snapshot.critical_edges()}
         links = [n for n in nodes if n.parent is not None]
-        self.edges.data = {
+        replace_data(self.edges, {
             "x0": [n.start for n in links],
             "y0": [rows[n.parent] for n in links],  # type: ignore[index]
             "x1": [n.start for n in links],
             "y1": [n.row for n in links],
             "child": [n.id for n in links],
             "critical": [(n.parent, n.id) in on_path for n in links],
-        }
+        })
         crossing = [n for n in links if (n.parent, n.id) in on_path]
-        self._critical_edges.data = {
+        replace_data(self._critical_edges, {
             "x0": [n.start for n in crossing],
             "y0": [rows[n.parent] for n in crossing],  # type: ignore[index]
             "x1": [n.start for n in crossing],
             "y1": [n.row for n in crossing],
-        }
-        self.critical.data = {
+        })
+        replace_data(self.critical, {
             "node": [s.node for s in snapshot.critical],
             "x0": [s.start for s in snapshot.critical],
             "x1": [s.stop for s in snapshot.critical],
             "y": [rows[s.node] for s in snapshot.critical],
             "seconds": [s.seconds for s in snapshot.critical],
-        }
+        })
         marks = [(step, n.row, n.id) for n in nodes for step in n.checkpoints]
-        self.checkpoints.data = {
+        replace_data(self.checkpoints, {
             "x": [m[0] for m in marks], "y": [m[1] for m in marks], "node": [m[2] for m in marks],
-        }
+        })
         self.figure.yaxis.ticker.ticks = [n.row for n in nodes]
         self.figure.yaxis.major_label_overrides = {n.row: n.label for n in nodes}
         self.figure.height = max(200, min(900, 110 + ROW_PIXELS * len(nodes)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hippo_dask as hd
 from hippo_dask import seq
@@ -40,20 +41,21 @@ SECONDS_PER_STEP = 0.5  # profiled for nodes 0 and 1
 
 @dataclass(frozen=True)
 class Known:
-    """Where the known study lives and the figures a reader must find in it."""
+    """Where the known study lives."""
 
-    storage: Path
+    storage: str
     name: str
 
     @property
     def root(self) -> str:
-        return str(self.storage / self.name)
+        return f"{self.storage}/{self.name}"
 
 
-def write_known_study(storage: Path, name: str = "known") -> Known:
+def write_known_study(storage: Path | str, name: str = "known",
+                      storage_options: dict[str, Any] | None = None) -> Known:
     """Write the plan journal and metrics store of the study described in the module docstring."""
     root = f"{storage}/{name}"
-    plan = hd.SearchPlan.open(root)
+    plan = hd.SearchPlan.open(root, storage_options)
     for trial, steps in ((A, 20), (B, 20), (C, 20), (D, 5)):
         plan.add(trial, steps, tag=f"tag-{'ABCD'[[A, B, C, D].index(trial)]}")
     root_node = plan.locate(A, 20)
@@ -70,7 +72,7 @@ def write_known_study(storage: Path, name: str = "known") -> Known:
     plan.record_profile(root_node, SECONDS_PER_STEP)
     plan.record_profile(b_node, SECONDS_PER_STEP)
     plan.flush()
-    store = MetricsStore(f"{root}/metrics.zarr")
+    store = MetricsStore(f"{root}/metrics.zarr", storage_options)
     planned = {A: A, B: B, C: C, D: D}
     store.append([
         MetricRow(trial=_owner_id(plan, planned[o], s), step=s,
@@ -81,7 +83,7 @@ def write_known_study(storage: Path, name: str = "known") -> Known:
         StageRecord(node=owner.id, start_step=a, step=b, started=t0, finished=t1, worker=w)
         for owner, a, b, t0, t1, w in STAGES
     ])
-    return Known(storage, name)
+    return Known(str(storage), name)
 
 
 def _owner_id(plan: hd.SearchPlan, trial: hd.Trial, step: int) -> str:

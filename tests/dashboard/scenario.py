@@ -80,13 +80,18 @@ def gate_is_waiting(log: str) -> bool:
     return any(entry.get("waiting") == GATE_STEP for entry in read_log(log))
 
 
-def start(storage: Path, client: object, name: str = "grid", seconds_per_step: float = 0.0,
-          eval_every: int | None = 10) -> tuple[hd.Study, Background, str, str, list[hd.Trial]]:
-    """Start the study on ``client``; returns it, its run, the log, the gate and the trials."""
+def prepare(storage: Path, client: object, name: str = "grid", seconds_per_step: float = 0.0,
+            eval_every: int | None = 10) -> tuple[hd.Study, str, str, list[hd.Trial]]:
+    """The study (its storage exists from here on), its log, its gate and its trials."""
     log, gate = str(storage / "train.log"), str(storage / "gate")
     chosen = trials(log, gate, seconds_per_step)
     study = hd.Study(name, SimulatedTrainer, storage=str(storage / "runs"), client=client,  # type: ignore[arg-type]
                      eval_every=eval_every)
+    return study, log, gate, chosen
+
+
+def start(storage: Path, client: object, name: str = "grid", seconds_per_step: float = 0.0,
+          eval_every: int | None = 10) -> tuple[hd.Study, Background, str, str, list[hd.Trial]]:
+    """Start the study on ``client``; returns it, its run, the log, the gate and the trials."""
+    study, log, gate, chosen = prepare(storage, client, name, seconds_per_step, eval_every)
     return study, Background(study, Listed(chosen, STEPS), progress=False), log, gate, chosen
-
-

@@ -27,8 +27,7 @@ from distributed import Client
 
 import hippo_dask as hd
 from hippo_dask.dashboard import add_to_scheduler
-from tests.dashboard.scenario import gate_is_waiting, start
-from tests.helpers import make_client
+from tests.dashboard.scenario import STEPS, Background, Listed, gate_is_waiting, prepare
 
 pytestmark = pytest.mark.browser
 
@@ -38,6 +37,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 RENDERED = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].roots().length > 0"
+SETTLED = "() => Bokeh.documents[0].is_idle"  # every view of the last update is drawn
 TREE = "Bokeh.documents[0].get_model_by_name('stage-tree-nodes')"
 
 
@@ -52,7 +52,7 @@ def _browser(user_data: Path) -> Iterator[Any]:
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(user_data), executable_path=CHROMIUM, args=FLAGS, headless=True,
-            viewport={"width": 1400, "height": 1000}, device_scale_factor=1,
+            viewport={"width": 1400, "height": 1100}, device_scale_factor=1,
         )
         try:
             yield context
@@ -65,30 +65,34 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     yield from _browser(tmp_path / "chromium-profile")
 
 
-@pytest.fixture
-def client() -> Iterator[Client]:
-    cluster, client = make_client(2)
-    with cluster, client:
-        # warm the workers up: the first checkpoint a worker writes imports torch (seconds)
-        client.run(__import__, "hippo_dask.torch")
-        client.run(__import__, "hippo_dask.testing.simulated")
-        yield client
-
-
-def _serve(storage: Path, name: str) -> tuple[subprocess.Popen[str], str]:
+def _serve(storage: Path, name: str) -> subprocess.Popen[str]:
     """``hippo-dask dashboard`` in a process of its own, on a free loopback port."""
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "hippo_dask.cli", "dashboard", str(storage), "--name", name,
          "--port", "0", "--interval", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
+
+
+def _url(process: subprocess.Popen[str]) -> str:
+    """The URL the server prints once it listens."""
     assert process.stdout is not None
-    line = process.stdout.readline()  # the server prints its URL once it listens
+    line = process.stdout.readline()
     found = re.search(r"at (http://127\.0\.0\.1:\d+/) ", line)
     if not found:
         process.kill()
         raise AssertionError(f"the dashboard did not start: {line!r} {process.stderr.read()!r}")  # type: ignore[union-attr]
-    return process, found.group(1)
+    return found.group(1)
+
+
+def _screenshot(page: Any, path: Path) -> None:
+    """The page as drawn, cut to its content (a full-page shot would resize the viewport and
+    catch the layout half-way through a reflow)."""
+    page.wait_for_function(SETTLED, timeout=30_000)
+    height = page.evaluate("() => Bokeh.index[Bokeh.documents[0].roots()[0].id].el"
+                           ".getBoundingClientRect().bottom")
+    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 1400,
+                                          "height": min(int(height) + 8, 1100)})
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
@@ -116,11 +120,13 @@ def _shown(page: Any) -> dict[str, Any]:
 
 
 def test_dashboard_in_chromium(client: Client, browser: Any, tmp_path: Path) -> None:
-    study, run, log, gate, chosen = start(tmp_path, client, seconds_per_step=0.01, eval_every=5)
-    _until(lambda: gate_is_waiting(log), "the held trials to reach the gate")
-    server, url = _serve(tmp_path / "runs", "grid")
+    study, log, gate, chosen = prepare(tmp_path, client, seconds_per_step=0.01, eval_every=5)
+    server = _serve(tmp_path / "runs", "grid")  # starts while the study runs
+    run = Background(study, Listed(chosen, STEPS), progress=False)
     errors: list[str] = []
     try:
+        url = _url(server)
+        _until(lambda: gate_is_waiting(log), "the held trials to reach the gate")
         page = browser.new_page()
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -137,7 +143,7 @@ def test_dashboard_in_chromium(client: Client, browser: Any, tmp_path: Path) -> 
         shown = _until(live, "the page to show the study live and half done")
         assert shown["title"].startswith(f"Stage tree: {len(shown['statuses'])} nodes")
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"), full_page=True)
+        _screenshot(page, ARTIFACTS / "dashboard-live.png")
 
         Path(gate).touch()
         result = run.result()
@@ -159,7 +165,7 @@ def test_dashboard_in_chromium(client: Client, browser: Any, tmp_path: Path) -> 
         shown = _until(finished, f"the page to show the finished plan: {nodes} nodes, {expected}")
         assert shown["title"] == f"Stage tree: {nodes} nodes ({nodes} done); nothing pending"
         assert stats.merge_rate > 1.5 and stats.executed_steps == stats.unique_steps
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        _screenshot(page, ARTIFACTS / "dashboard.png")
         assert errors == []
 
         # the same page mounted on the Dask scheduler's own dashboard renders too

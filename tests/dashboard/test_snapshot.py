@@ -126,3 +126,15 @@ def test_where_the_study_is(tmp_path: Path) -> None:
 def test_one_study_under_a_root_needs_no_name(tmp_path: Path) -> None:
     write_known_study(tmp_path, "only")
     assert open_study(str(tmp_path)).name == "only"
+
+
+def test_a_study_on_s3(s3_server, s3_bucket: str) -> None:  # type: ignore[no-untyped-def]
+    options = s3_server.storage_options
+    write_known_study(s3_bucket, "remote", options)
+    assert find_studies(s3_bucket, options) == ["remote"]
+    snap = open_study(s3_bucket, storage_options=options).refresh()
+    assert snap.node_count == 4 and snap.root == f"{s3_bucket}/remote"
+    assert (snap.savings.requested_steps, snap.savings.executed_steps) == (65, 35)
+    assert sum(len(c.steps) for c in snap.curves("score")) == 8
+    with pytest.raises(StudyNotFoundError, match="studies found there: remote"):
+        open_study(s3_bucket, "local", options)

@@ -8,7 +8,6 @@ the pages on the Dask scheduler's dashboard and the thin ``bokeh serve`` apps sh
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,9 @@ from distributed import Client
 import hippo_dask as hd
 from hippo_dask.dashboard import DashboardServer, open_study
 from tests.dashboard.scenario import STEPS, Listed, gate_is_waiting, start, trials
-from tests.helpers import executed, make_client
+from tests.helpers import executed
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    cluster, client = make_client(2)
-    with cluster, client:
-        yield client
 
 
 def _poll(condition, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
@@ -100,6 +92,8 @@ def test_progress_bar(client: Client, tmp_path: Path, capsys: pytest.CaptureFixt
             f"executed/requested, merge rate {result.stats.merge_rate:.2f}") in final
     again = study.tune(Listed(grid, STEPS), progress=False)  # quiet, and nothing to train
     assert capsys.readouterr().err == "" and again.stats.executed_steps == 0
+    study.tune(Listed(grid, STEPS))  # by default only when someone watches: not under pytest
+    assert capsys.readouterr().err == ""
     with pytest.raises(hd.HippoError, match="`progress` must be True, False or None"):
         study.tune(Listed(grid, STEPS), progress="yes")  # type: ignore[arg-type]
 
@@ -128,6 +122,7 @@ def test_study_dashboard_inline_served_and_on_the_scheduler(client: Client, tmp_
 
     pages = study.dashboard(scheduler=True)
     assert pages[0].endswith("/hippo/shown") and pages[1].endswith("/hippo/shown/tree")
+    assert study.dashboard(scheduler=True) == pages  # added once
     with urllib.request.urlopen(pages[0], timeout=30) as response:
         assert response.status == 200 and b"Bokeh" in response.read()
 
@@ -153,3 +148,13 @@ def test_thin_bokeh_serve_apps(client: Client, tmp_path: Path) -> None:
         if source == "stage-tree-nodes":
             assert len(model.data["id"]) == len(study.plan.nodes)
         assert len(doc.roots) == 1 and doc.title == "hippo-dask: apps"
+
+
+def test_importing_hippo_dask_imports_neither_bokeh_nor_tqdm() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, hippo_dask, hippo_dask.dashboard; "
+            "print(sorted(m for m in ('bokeh', 'tqdm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
