@@ -5,13 +5,15 @@ far; tuners such as ASHA ask for more as they go, so the total grows. Next to it
 workers trained in this run against the steps the requests add up to trial by trial, and the
 merge rate so far (requested / unique steps of this run's requests, Hippo's *p*).
 
-It uses tqdm (``tqdm.auto``: the notebook widget in Jupyter, text elsewhere), which comes with the
-``dashboard`` extra. ``progress=None`` (the default of ``study.tune``) shows it only when someone
-watches (a terminal or a notebook) and tqdm is installed; ``True`` insists, ``False`` is quiet.
+It uses tqdm, which comes with the ``dashboard`` extra: the notebook widget in Jupyter (with
+ipywidgets, also in that extra), text elsewhere. ``progress=None`` (the default of
+``study.tune``) shows it only when someone watches (a terminal or a notebook) and tqdm is
+installed; ``True`` insists, ``False`` is quiet.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import time
@@ -38,11 +40,12 @@ def watched() -> bool:
 
 
 def _bar_class(progress: bool | None) -> Any:
-    """``tqdm.auto.tqdm`` if a bar is wanted and possible, else ``None``."""
+    """The tqdm class to draw with (the notebook widget in Jupyter when ipywidgets is there,
+    text otherwise), or ``None`` when no bar is wanted or tqdm is missing."""
     if progress is False or (progress is None and not watched()):
         return None
     try:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+        from tqdm.std import tqdm  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
         if progress:
             raise HippoError(
@@ -51,6 +54,10 @@ def _bar_class(progress: bool | None) -> Any:
             ) from None
         logger.debug("tqdm is not installed: no progress bar")
         return None
+    if "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm as widget  # type: ignore[import-untyped, unused-ignore]
+
+        return widget
     return tqdm
 
 
