@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent
+from hippo_dask.errors import HippoError
 from hippo_dask.dashboard._curves import CurvesView
 from hippo_dask.dashboard._lanes import WorkerLanesView
 from hippo_dask.dashboard._savings import SavingsView
@@ -153,9 +154,12 @@ def add_to_document(doc: Any, reader: StudyReader, panels: tuple[str, ...] = PAN
         loop = asyncio.get_running_loop()
         try:
             snapshot = await loop.run_in_executor(None, reader.latest, interval / 2)
-        except Exception as exc:  # noqa: BLE001 - storage briefly down: keep the last picture
+        except (HippoError, OSError) as exc:  # storage briefly down: keep the last picture
             logger.warning("dashboard: cannot read study %s: %s", reader.name, exc)
             return
+        except Exception:
+            logger.exception("dashboard: reading study %s failed", reader.name)
+            raise
         doc.add_next_tick_callback(functools.partial(redraw, snapshot))
 
     doc.add_periodic_callback(refresh, int(interval * 1000))

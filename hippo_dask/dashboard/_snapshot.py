@@ -348,13 +348,18 @@ def _labels(nodes: list[Node]) -> dict[int, str]:
     for node in nodes:
         if node.parent is None:
             parts = [f"{k}={_short(_at_start(node.owner, k))}" for k in varying]
-            labels[node.id] = ", ".join(parts) or "root"
+            labels[node.id] = _clip(", ".join(parts) or "root")
         else:
             mine = node.owner.values_at(node.start)
             theirs = node.parent.owner.values_at(node.start)
             changed = [f"{k}={_short(v)}" for k, v in mine.items() if theirs.get(k) != v]
-            labels[node.id] = f"@{node.start} " + (", ".join(changed) or "branch")
+            labels[node.id] = _clip(f"@{node.start} " + (", ".join(changed) or "branch"))
     return labels
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    """A row label short enough for the axis (the hover shows everything)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _at_start(trial: Trial, key: str) -> Any:
