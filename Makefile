@@ -1,5 +1,6 @@
 # The two commands a user runs: `make demo` and `make test`. Both create .venv when it is missing.
-# `make test` also installs (Debian packages) and starts a single-node SLURM on localhost for the
+# `make test` also installs Debian's chromium for the dashboard's browser test (.ci/browser/install.sh),
+# and installs (Debian packages) and starts a single-node SLURM on localhost for the
 # `slurm` tests, and stops it afterwards, pass or fail: that part needs root. Without root, or on
 # a machine with a real SLURM, `make test-no-slurm` runs every other test.
 PYTHON ?= python3
@@ -19,6 +20,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
+	@bash .ci/browser/install.sh || echo "*** make test: chromium is missing (above); the browser tests will fail. ***" >&2
 	@up=0; bash .ci/slurm/up.sh || up=$$?; \
 	if [ $$up -ne 0 ]; then echo "*** make test: SLURM did not start (above); the slurm tests will fail. 'make test-no-slurm' runs the others. ***" >&2; fi; \
 	status=0; $(BIN)/python -m pytest -q || status=$$?; \
@@ -27,6 +29,7 @@ test: $(STAMP)
 	exit $$status
 
 test-no-slurm: $(STAMP)
+	@bash .ci/browser/install.sh || echo "*** make test-no-slurm: chromium is missing (above); the browser tests will fail. ***" >&2
 	$(BIN)/python -m pytest -q -m "not slurm"
 
 # A single-node SLURM on localhost (root): .ci/slurm/slurm.conf, munged, slurmctld, slurmd.
