@@ -9,7 +9,10 @@ the plan whenever a scheduling decision is made, never stored.
 
 The critical path (section 4.3) is the root-to-leaf chain with the longest estimated time (steps
 times profiled seconds per step); :meth:`StageTree.paths` repeats that on what is left, which is
-how the scheduler hands whole chains to workers.
+how the scheduler hands whole chains to workers. A node not measured yet is estimated by
+:meth:`Node.profile <hippo_dask.plan.Node.profile>`: its nearest measured ancestor, else the
+median of measured nodes with the same fixed values, else of the whole plan (1.0 s only while
+nothing is measured), so a new part of the tree is weighed in the same unit as the rest.
 """
 
 from __future__ import annotations
@@ -108,7 +111,11 @@ class StageTree:
         return chain
 
     def critical_path(self) -> list[Stage]:
-        """The root-to-leaf chain of stages with the longest estimated time (empty if none)."""
+        """The root-to-leaf chain of stages with the longest estimated time (empty if none).
+
+        A stage's estimate is its steps times the ``seconds_per_step`` the tree was built with
+        (:meth:`Node.profile` unless told otherwise); ties go to the root listed first.
+        """
         if not self.roots:
             return []
         return self._heaviest_chain(max(self.roots, key=self.remaining))
@@ -162,7 +169,8 @@ def build_stage_tree(
         asks them to save there), so nothing they will pass is planned again; a stage starting
         from such a state gets ``after=(token, step)``.
     seconds_per_step
-        The per-node time estimate for the critical path.
+        The per-node time estimate for the critical path; by default :meth:`Node.profile`
+        (measured, else estimated from the ancestors and the plan's other measurements).
     """
     in_flight: dict[Node, list[tuple[Hashable, int, int]]] = {}
     for token, (node, begin, end) in (running or {}).items():

@@ -107,6 +107,7 @@ def test_critical_path_follows_profiled_time_not_step_count() -> None:
     plan = hd.SearchPlan()
     a = plan.add(lr([30]), 100)  # 70 more steps after the branch
     b = plan.add(lr([40]), 60)  # 30 more steps after the branch, but slow
+    plan.record_profile(a.node, 1.0)
     plan.record_profile(b.node, 5.0)
     tree = plan.stage_tree()
     path = tree.critical_path()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+from hippo_dask.plan._profiles import DEFAULT_SECONDS_PER_STEP, Profiles
 from hippo_dask.seq import DifferenceCache
 from hippo_dask.trial import Trial
 
@@ -47,7 +48,9 @@ class Node:
     requests
         By step: how many requests end there.
     sec_per_step
-        Profiled seconds per step, or ``None`` until measured.
+        Profiled seconds per step, or ``None`` until measured. Setting it also records the
+        measurement in the plan's pool of profiles (:class:`~hippo_dask.plan._profiles.Profiles`),
+        which :meth:`profile` consults for nodes with nothing measured on their path.
     """
 
     __slots__ = (
@@ -62,10 +65,13 @@ class Node:
         "checkpoint_steps",
         "metrics",
         "requests",
-        "sec_per_step",
+        "_sec_per_step",
+        "_profiles",
     )
 
-    def __init__(self, id: int, owner: Trial, start: int, parent: Node | None) -> None:
+    def __init__(
+        self, id: int, owner: Trial, start: int, parent: Node | None, profiles: Profiles | None = None
+    ) -> None:
         self.id = id
         self.owner = owner
         self.start = start
@@ -77,7 +83,19 @@ class Node:
         self.checkpoint_steps: list[int] = []
         self.metrics: dict[int, dict[str, float]] = {}
         self.requests: dict[int, int] = {}
-        self.sec_per_step: float | None = None
+        self._sec_per_step: float | None = None
+        self._profiles = profiles
+
+    @property
+    def sec_per_step(self) -> float | None:
+        """This node's own measured seconds per step (``None`` until measured)."""
+        return self._sec_per_step
+
+    @sec_per_step.setter
+    def sec_per_step(self, seconds: float | None) -> None:
+        self._sec_per_step = seconds
+        if seconds is not None and self._profiles is not None:
+            self._profiles.record(self.id, self.owner, seconds)
 
     def latest_checkpoint(self, step: int) -> int | None:
         """The largest checkpointed step in ``(start, step]`` of this node, or ``None``."""
@@ -97,13 +115,20 @@ class Node:
             self.checkpoint_steps.remove(step)
 
     def profile(self) -> float:
-        """Seconds per step for planning: this node's, else the nearest ancestor's, else 1.0."""
+        """Seconds per step for planning (critical paths, checkpoint intervals).
+
+        This node's measurement, else its nearest measured ancestor's, else the median of the
+        plan's measured nodes with the same fixed values and sequential hyper-parameters, else
+        the median of all its measured nodes; 1.0 only while nothing is measured (see
+        :mod:`hippo_dask.plan._profiles`).
+        """
         node: Node | None = self
         while node is not None:
-            if node.sec_per_step is not None:
-                return node.sec_per_step
+            if node._sec_per_step is not None:
+                return node._sec_per_step
             node = node.parent
-        return 1.0
+        pooled = None if self._profiles is None else self._profiles.estimate(self.owner)
+        return DEFAULT_SECONDS_PER_STEP if pooled is None else pooled
 
     def path(self) -> list[Node]:
         """Nodes from the root down to this one."""
@@ -125,10 +150,11 @@ class Trie:
         self.roots: dict[RootKey, Node] = {}
         self.nodes: list[Node] = []
         self.unique_steps = 0
+        self.profiles = Profiles()
         self._diff = DifferenceCache()
 
     def _new_node(self, owner: Trial, start: int, parent: Node | None) -> Node:
-        node = Node(len(self.nodes), owner, start, parent)
+        node = Node(len(self.nodes), owner, start, parent, self.profiles)
         self.nodes.append(node)
         return node
 
