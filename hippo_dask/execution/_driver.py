@@ -43,12 +43,14 @@ from typing import TYPE_CHECKING, Any
 from hippo_dask._settings import setting
 from hippo_dask.errors import HippoError, HippoWarning, StorageError
 from hippo_dask.execution._identity import state_digest
-from hippo_dask.execution._spec import Point, StageReport, StageSpec
+from hippo_dask.execution._recorder import Recorder
+from hippo_dask.execution._spec import Point, PointResult, StageReport, StageSpec
 from hippo_dask.execution._worker import add_points_async, run_stage
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.plan._trie import Trie
 from hippo_dask.stages import Stage, StageTree
-from hippo_dask.storage._retry import transient, with_retries, with_retries_async
+from hippo_dask.storage._records import CANCELLED, DONE, FAILED, LOST, RETRIED, MetricRow
+from hippo_dask.storage._retry import transient, with_retries_async
 from hippo_dask.trial import Trial
 
 if TYPE_CHECKING:
@@ -63,8 +65,6 @@ logger = logging.getLogger(__name__)
 
 GPU = "GPU"
 _HEARTBEAT = 1.0
-#: Seconds the background writer waits to batch metric rows before writing them.
-_WRITE_DELAY = 0.5
 #: Finished stage futures kept referenced, so that the same stage planned again by another
 #: driver on this client (another study of the same plan) finds the result instead of
 #: recomputing it: Dask forgets a key as soon as nobody holds its future.
@@ -217,9 +217,8 @@ class Driver:
         self._attempts: dict[str, int] = {}  # keys resubmitted after a loss get a new name
         self._missing: dict[str, int] = {}  # looks in a row that did not see a worker
         self._dead_ends: dict[tuple[Node, int], int] = {}  # trainer errors per stage end
-        self._rows: list[Any] = []  # metric rows and stage records waiting to be written
-        self._stage_rows: list[Any] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._recorder = None if metrics is None else Recorder(
+            metrics, self.loop, timeout=self.storage_timeout, on_error=self._fail_everyone)
         self.on_report: list[Callable[[StageReport], None]] = []
         self._deadlines: dict[str, tuple[float, float] | None] = {}  # worker -> (deadline, lifetime)
         self._closing: set[str] = set()  # workers retiring now (closing_gracefully)
@@ -284,6 +283,8 @@ class Driver:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         futures = [r.future for r in self._running.values()]
+        for r in self._running.values():
+            self._ended(r, CANCELLED)
         self._running.clear()
         self._finished.clear()
         if futures:
@@ -295,12 +296,10 @@ class Driver:
                 if not w.done():
                     w.cancel()
         self._waiters.clear()
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
-        if self.metrics is not None and (self._rows or self._stage_rows):
-            await self._write_metrics()
+        if self._recorder is not None:
+            await self._recorder.flush()
         try:
             self.plan.flush()
         except OSError as exc:  # storage down: keep the records buffered for a later flush
@@ -579,6 +578,8 @@ class Driver:
         workers = self._losses.setdefault((r.node, r.stop), set())
         workers.add(r.worker)
         count = len(workers)
+        self._ended(r, FAILED if count >= _MAX_LOSSES else LOST,
+                    error="WorkerLost" if count >= _MAX_LOSSES else "")
         if count >= _MAX_LOSSES:
             self._stage_failed(
                 r, "WorkerLost",
@@ -729,6 +730,8 @@ class Driver:
             running = _Running(key, stage.node, stage.start, stage.stop, worker,
                                {p.step: p for p in points}, future)
             self._running[key] = running
+            if self._recorder is not None:
+                self._recorder.submitted(running)
             self._queued.setdefault(worker, []).append(key)
             keys.append(key)
             future.add_done_callback(self._callback(key))
@@ -767,12 +770,15 @@ class Driver:
         status, value, text = payload
         try:
             if status == "ok" and value.skipped:
-                pass  # the stage it continues from failed, and that failure is handled
+                # the stage it continues from failed, and that failure is handled
+                self._ended(running, CANCELLED, finished=value.finished)
             elif status == "ok":
                 self._record(running, value)  # what it did before any error still counts
                 if value.error is not None:
-                    self._trainer_raised(running, *value.error)
+                    again = self._trainer_raised(running, *value.error)
+                    self._ended(running, RETRIED if again else FAILED, value, error=value.error[0])
                 else:
+                    self._ended(running, DONE, value)
                     self._finished[key] = (running.future, value)
                     while len(self._finished) > _KEEP_FINISHED:
                         self._finished.popitem(last=False)
@@ -782,6 +788,7 @@ class Driver:
                 self._queued.get(running.worker, []).clear()
                 self._count_loss(running)
             else:
+                self._ended(running, FAILED, error=type(value).__name__)
                 self._stage_failed(running, type(value).__name__, str(value), text)
         except Exception as exc:  # noqa: BLE001 - never leave a waiter hanging
             logger.exception("recording stage %s failed; stopping the study", key)
@@ -793,14 +800,14 @@ class Driver:
         plan = self.plan
         for uri, why in report.bad_checkpoints:
             self._forget(uri, why)
-        rows = []
+        rows: list[tuple[Node, PointResult, dict[str, float]]] = []
         for point in report.points:
             node = Trie.owner_of_state(running.node, point.step)
             if point.checkpoint is not None:
                 plan.record_checkpoint(node, point.step, point.checkpoint)
             if point.metrics is not None:
                 plan.record_metrics(node, point.step, point.metrics)
-                rows.append((node, point))
+                rows.append((node, point, point.metrics))
         if report.seconds_per_step is not None:
             plan.record_profile(running.node, report.seconds_per_step)
         self._flush()
@@ -815,57 +822,26 @@ class Driver:
             stats.started_from_scratch += 1
         else:
             stats.resumed_from_checkpoint += 1
-        if self.metrics is not None:
-            self._queue_metrics(running, report, rows)
+        if self._recorder is not None:
+            self._recorder.metric_rows(
+                MetricRow(trial=node.owner.id, step=p.step, values=values,
+                          wall_time=p.wall_time, worker=report.worker)
+                for node, p, values in rows
+            )
         for callback in self.on_report:
             callback(report)
-        for node, point in rows:
+        for node, point, _ in rows:
             self._resolve_journaled(node, point.step)
 
-    def _queue_metrics(self, running: _Running, report: StageReport, rows: list[tuple[Node, Any]]) -> None:
-        """Hand metric rows and the stage's timing to the background writer.
-
-        A zarr commit takes milliseconds (tens on S3); done on this loop per report, it delays
-        every other report and submission, so rows are written in batches off the loop.
-        """
-        from hippo_dask.storage import MetricRow, StageRecord
-
-        self._rows.extend(
-            MetricRow(trial=node.owner.id, step=p.step, values=p.metrics, wall_time=p.wall_time,
-                      worker=report.worker)
-            for node, p in rows
-        )
-        self._stage_rows.append(
-            StageRecord(node=running.node.owner.id, start_step=running.start, step=running.stop,
-                        started=report.started, finished=report.finished, worker=report.worker)
-        )
-        if self._writer is None or self._writer.done():
-            self._writer = self.loop.create_task(self._write_metrics(delay=_WRITE_DELAY))
-
-    async def _write_metrics(self, delay: float = 0.0) -> None:
-        """Write what is queued (after ``delay``, to batch), again until nothing is left."""
-        metrics = self.metrics
-        assert metrics is not None
-        if delay:
-            await asyncio.sleep(delay)
-        while self._rows or self._stage_rows:
-            rows, self._rows = self._rows, []
-            stages, self._stage_rows = self._stage_rows, []
-
-            def write() -> None:
-                if rows:
-                    with_retries(lambda: metrics.append(rows), what="appending metrics to the zarr store",
-                                 timeout=self.storage_timeout)
-                if stages:
-                    with_retries(lambda: metrics.append_stages(stages), what="appending stage records",
-                                 timeout=self.storage_timeout)
-
-            try:
-                await asyncio.to_thread(write)
-            except Exception as exc:  # noqa: BLE001 - storage gone past the limit: stop
-                logger.error("writing metrics failed: %s", exc)
-                self._fail_everyone(exc)
-                return
+    def _ended(self, running: _Running, status: str, report: StageReport | None = None, *,
+               finished: float | None = None, error: str = "") -> None:
+        """Record how a submitted stage ended, with the worker's times if it reported."""
+        if self._recorder is not None:
+            if report is not None:
+                self._recorder.ended(running, status, started=report.started,
+                                     finished=report.finished, error=error)
+            else:
+                self._recorder.ended(running, status, finished=finished, error=error)
 
     def _resolve(self, node: Node, step: int) -> None:
         metrics = node.metrics.get(step)
@@ -888,16 +864,18 @@ class Driver:
                         stacklevel=1,
                     )
 
-    def _trainer_raised(self, running: _Running, kind: str, message: str, text: str) -> None:
-        """The trainer raised in this stage: plan it again up to ``retries`` times, then fail."""
+    def _trainer_raised(self, running: _Running, kind: str, message: str, text: str) -> bool:
+        """The trainer raised in this stage: plan it again up to ``retries`` times (returns
+        ``True``), then fail its trials (``False``)."""
         self._dead_ends.setdefault((running.node, running.stop), 0)
         self._dead_ends[(running.node, running.stop)] += 1
         if kind != "StorageError" and self._dead_ends[(running.node, running.stop)] <= self.retries:
             logger.warning("stage %s raised %s: %s; running it again", running.key, kind, message)
             base = running.key.split("~", 1)[0]
             self._attempts[base] = self._attempts.get(base, 0) + 1
-            return
+            return True
         self._stage_failed(running, kind, message, text)
+        return False
 
     def _stage_failed(self, running: _Running, kind: str, message: str, text: str) -> None:
         if kind == "StorageError":

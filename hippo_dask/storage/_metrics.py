@@ -16,8 +16,9 @@ per process) owns a subgroup named by its session id, and readers merge all subg
           values     (cap, width)   float64  one column per metric name, fill NaN
         stages/                     group  {"rows": n}
           node, status, worker      string
+          error                     string   (since 0.2; older tables lack it: read as "")
           start_step, step          int64
-          started, finished         float64
+          started, finished         float64  NaN where unknown (see StageRecord)
 
 Only the first ``rows`` rows (the table group's ``rows`` attribute) and the first
 ``len(names)`` columns of ``values`` hold data. Arrays are allocated in whole chunks of 256
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import re
 import secrets
@@ -45,8 +45,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, ClassVar, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import fsspec
 import numpy as np
@@ -60,8 +59,15 @@ from zarr.errors import ContainsGroupError
 from zarr.storage import FsspecStore, LocalStore, StorePath
 
 from hippo_dask.errors import StorageError
+from hippo_dask.storage._records import (
+    BASE_COLUMNS,
+    DONE,
+    STAGE_COLUMNS,
+    MetricRow,
+    StageRecord,
+)
 
-__all__ = ["MetricRow", "MetricsStore", "StageRecord", "new_writer_id"]
+__all__ = ["BASE_COLUMNS", "STAGE_COLUMNS", "MetricRow", "MetricsStore", "StageRecord", "new_writer_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +81,6 @@ CHUNK_COLUMNS: Final = 16
 FORMAT: Final = 1
 """Version of the layout, in the root group's attributes."""
 
-BASE_COLUMNS: Final = ("trial", "step", "wall_time", "worker", "writer", "kind")
-"""Columns of :meth:`MetricsStore.read` before the metric columns; no metric may use these."""
-STAGE_COLUMNS: Final = (
-    "node", "start_step", "step", "started", "finished", "worker", "status", "writer"
-)
-"""Columns of :meth:`MetricsStore.read_stages`."""
 
 _WRITER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _SECRET_KEY_RE = re.compile(r"key|secret|token|password|passwd|credential|session", re.I)
@@ -98,143 +98,6 @@ def new_writer_id() -> str:
     return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
 
 
-# ----------------------------------------------------------------------------- records
-
-
-def _check_text(owner: str, name: str, value: object, *, empty: bool = False) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{owner}.{name} must be a str, not {type(value).__name__}")
-    if not empty and not value:
-        raise ValueError(f"{owner}.{name} must not be empty")
-
-
-def _check_step(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}.{name} must be an int, not {type(value).__name__}")
-    step = int(value)
-    if step < 0:
-        raise ValueError(f"{owner}.{name} must be >= 0, got {step}")
-    return step
-
-
-def _check_time(owner: str, name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{owner}.{name} must be a number, not {type(value).__name__}")
-    seconds = float(value)
-    if not math.isfinite(seconds):
-        raise ValueError(f"{owner}.{name} must be finite, got {seconds}")
-    return seconds
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """Metrics measured at one step of one state, reported for one trial through it.
-
-    Parameters
-    ----------
-    trial
-        Id of a trial whose path passes through the measured state (a state shared by several
-        trials is reported once per trial that asks for it).
-    step
-        The step the state was trained to (>= 0).
-    values
-        Metric name -> value. NaN and infinities are kept as they are. A name must not be one
-        of :data:`BASE_COLUMNS`.
-    wall_time
-        Unix seconds when the values were measured.
-    worker
-        Address or name of the worker that measured them.
-    kind
-        A label for the row (``"metrics"``; a caller may use e.g. ``"train"`` / ``"eval"``).
-        Stage timings are :class:`StageRecord` objects, not rows of this kind.
-
-    Raises
-    ------
-    TypeError, ValueError
-        For a field of the wrong type or out of range.
-    """
-
-    trial: str
-    step: int
-    values: Mapping[str, float]
-    wall_time: float
-    worker: str
-    kind: str = "metrics"
-
-    def __post_init__(self) -> None:
-        owner = type(self).__name__
-        _check_text(owner, "trial", self.trial)
-        _check_text(owner, "worker", self.worker, empty=True)
-        _check_text(owner, "kind", self.kind)
-        object.__setattr__(self, "step", _check_step(owner, "step", self.step))
-        object.__setattr__(self, "wall_time", _check_time(owner, "wall_time", self.wall_time))
-        if not isinstance(self.values, Mapping):
-            raise TypeError(f"{owner}.values must be a mapping, not {type(self.values).__name__}")
-        values: dict[str, float] = {}
-        for name, value in self.values.items():
-            _check_text(owner, "values key", name)
-            if name in BASE_COLUMNS:
-                raise ValueError(f"{owner}.values: metric name {name!r} is reserved")
-            if isinstance(value, bool) or not isinstance(
-                value, (int, float, np.integer, np.floating)
-            ):
-                raise TypeError(
-                    f"{owner}.values[{name!r}] must be a number, not {type(value).__name__}"
-                )
-            values[name] = float(value)
-        object.__setattr__(self, "values", MappingProxyType(values))
-
-
-@dataclass(frozen=True)
-class StageRecord:
-    """When one stage ran, on which worker: a bar of the Gantt chart of worker lanes.
-
-    Parameters
-    ----------
-    node
-        Id of the plan node the stage trained.
-    start_step
-        The step the stage started from (0 when trained from scratch).
-    step
-        The step it stopped at (>= ``start_step``).
-    started, finished
-        Unix seconds (the worker's clock) when it started and finished.
-    worker
-        Address or name of the worker that ran it.
-    status
-        ``"done"``, or how it ended otherwise (``"failed"``, ``"cancelled"``, ...).
-
-    Raises
-    ------
-    TypeError, ValueError
-        For a field of the wrong type or out of range.
-    """
-
-    kind: ClassVar[str] = "stage"
-
-    node: str
-    start_step: int
-    step: int
-    started: float
-    finished: float
-    worker: str
-    status: str = "done"
-
-    def __post_init__(self) -> None:
-        owner = type(self).__name__
-        _check_text(owner, "node", self.node)
-        _check_text(owner, "worker", self.worker, empty=True)
-        _check_text(owner, "status", self.status)
-        start = _check_step(owner, "start_step", self.start_step)
-        stop = _check_step(owner, "step", self.step)
-        if stop < start:
-            raise ValueError(f"{owner}: step {stop} is before start_step {start}")
-        object.__setattr__(self, "start_step", start)
-        object.__setattr__(self, "step", stop)
-        object.__setattr__(self, "started", _check_time(owner, "started", self.started))
-        object.__setattr__(self, "finished", _check_time(owner, "finished", self.finished))
-
-
 # ----------------------------------------------------------------------------- tables
 
 
@@ -245,6 +108,8 @@ class _TableSpec:
     name: str
     columns: tuple[tuple[str, Kind], ...]
     matrix: bool = False  # a float64 "values" array whose column names are in attrs["names"]
+    # columns added to the layout later: tables written before lack them (read as fill values)
+    optional: frozenset[str] = frozenset()
 
 
 _METRICS: Final = _TableSpec(
@@ -262,7 +127,9 @@ _STAGES: Final = _TableSpec(
         ("step", "int"),
         ("started", "float"),
         ("finished", "float"),
+        ("error", "str"),
     ),
+    optional=frozenset({"error"}),
 )
 _MATRIX: Final = "values"
 
@@ -372,9 +239,17 @@ class _TableWriter:
 
     async def _resume(self, store: LocalStore | FsspecStore, group: AsyncGroup, path: str) -> None:
         names = [name for name, _ in self.spec.columns] + ([_MATRIX] if self.spec.matrix else [])
-        arrays = await _gather(
-            AsyncArray.open(StorePath(store, f"{path}/{name}"), zarr_format=3) for name in names
-        )
+        found = await _open_arrays(store, path, self.spec)
+        kinds = dict(self.spec.columns)
+        arrays: list[AsyncArray[Any]] = []
+        for name, array in zip(names, found, strict=True):
+            if array is None:  # a column newer than the table: add it, holding fill values
+                rows = max(int(a.shape[0]) for a in found if a is not None)
+                array = await group.create_array(
+                    name, shape=(rows,), chunks=(CHUNK_ROWS,), dtype=_zarr_dtype(kinds[name]),
+                    fill_value=_fill(kinds[name]),
+                )
+            arrays.append(array)
         self.arrays = dict(zip(names, arrays, strict=True))
         self.rows = int(group.attrs["rows"])
         self.names = [str(n) for n in group.attrs.get("names", [])]
@@ -473,7 +348,7 @@ class _Cached:
 
     rows: int = 0
     frame: pd.DataFrame | None = None
-    arrays: list[AsyncArray[Any]] | None = None
+    arrays: list[AsyncArray[Any] | None] | None = None
 
 
 @dataclass
@@ -481,14 +356,45 @@ class _NewRows:
     """What one read of one writer's table found beyond the cached rows."""
 
     rows: int
-    arrays: list[AsyncArray[Any]] | None = None
+    arrays: list[AsyncArray[Any] | None] | None = None
     columns: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
     matrix: npt.NDArray[np.float64] | None = None
 
 
-def _too_small(arrays: list[AsyncArray[Any]], rows: int, width: int) -> bool:
-    return any(int(a.shape[0]) < rows for a in arrays) or int(arrays[-1].shape[-1]) < width
+def _too_small(arrays: list[AsyncArray[Any] | None], rows: int, width: int) -> bool:
+    """Whether rows or metric columns were committed beyond the arrays' shapes last seen, or
+    an optional column was missing then (a writer resuming the table may add it)."""
+    if any(a is None or int(a.shape[0]) < rows for a in arrays):
+        return True
+    last = arrays[-1]
+    return last is not None and int(last.shape[-1]) < width
+
+
+async def _open_arrays(
+    store: LocalStore | FsspecStore, path: str, spec: _TableSpec
+) -> list[AsyncArray[Any] | None]:
+    """The table's arrays in column order (the matrix last); ``None`` for a missing optional one.
+
+    Raises what opening raises for any other missing array.
+    """
+
+    async def one(name: str) -> AsyncArray[Any] | None:
+        try:
+            return await AsyncArray.open(StorePath(store, f"{path}/{name}"), zarr_format=3)
+        except _MISSING:
+            if name in spec.optional:
+                return None
+            raise
+
+    names = [name for name, _ in spec.columns] + ([_MATRIX] if spec.matrix else [])
+    return await _gather(one(name) for name in names)
+
+
+async def _rows_of(array: AsyncArray[Any] | None, kind: Kind, start: int, stop: int) -> Any:
+    if array is None:
+        return _blank(kind, stop - start)
+    return await array.getitem(slice(start, stop))
 
 
 async def _read_new(
@@ -496,7 +402,7 @@ async def _read_new(
     writer: str,
     spec: _TableSpec,
     have: int,
-    arrays: list[AsyncArray[Any]] | None = None,
+    arrays: list[AsyncArray[Any] | None] | None = None,
 ) -> _NewRows | None:
     """Rows ``have..`` of ``writer``'s table; ``None`` while the table does not exist (yet).
 
@@ -512,24 +418,22 @@ async def _read_new(
     if rows <= have:
         return _NewRows(rows=rows, arrays=arrays)
     if arrays is None or _too_small(arrays, rows, len(names) if spec.matrix else 0):
-        wanted = [name for name, _ in spec.columns] + ([_MATRIX] if spec.matrix else [])
         try:
-            arrays = await _gather(
-                AsyncArray.open(StorePath(store, f"{path}/{name}"), zarr_format=3)
-                for name in wanted
-            )
+            arrays = await _open_arrays(store, path, spec)
         except _MISSING:  # committed rows imply the arrays; be lenient all the same
             return _NewRows(rows=have)
     # the commit follows the writes, so every array holds ``rows`` rows; a shorter array
     # (caught between resize and write by a writer that does not follow that order) bounds it
-    stop = min([rows] + [int(a.shape[0]) for a in arrays])
+    stop = min([rows] + [int(a.shape[0]) for a in arrays if a is not None])
     if stop <= have:
         return _NewRows(rows=have, arrays=arrays)
-    jobs = [a.getitem(slice(have, stop)) for a in arrays[: len(spec.columns)]]
+    jobs = [_rows_of(a, kind, have, stop) for a, (_, kind) in zip(arrays, spec.columns, strict=False)]
     width = 0
     if spec.matrix:
-        width = min(len(names), int(arrays[-1].shape[1]))
-        jobs.append(arrays[-1].getitem((slice(have, stop), slice(0, width))))
+        matrix = arrays[-1]
+        assert matrix is not None  # never optional
+        width = min(len(names), int(matrix.shape[1]))
+        jobs.append(matrix.getitem((slice(have, stop), slice(0, width))))
     data = await _gather(jobs)
     found = _NewRows(rows=stop, arrays=arrays, names=names[:width])
     for (name, kind), values in zip(spec.columns, data, strict=False):
@@ -734,13 +638,23 @@ class MetricsStore:
         frame = pd.concat(frames, ignore_index=True, sort=False)
         return frame.sort_values(["wall_time", "step"], kind="stable", ignore_index=True)
 
-    def read_stages(self) -> pd.DataFrame:
-        """All stage timing records of all writers.
+    def read_stages(self, status: str | Iterable[str] | None = DONE) -> pd.DataFrame:
+        """Stage records of all writers: by default the stages that finished (``"done"``).
+
+        Parameters
+        ----------
+        status
+            Keep the records of this status (or of any of these); ``None`` keeps every record,
+            the ``"submitted"`` ones and the failures too (see
+            :class:`~hippo_dask.storage.StageRecord`). The default gives what writers older than
+            the other statuses wrote, so a caller that takes every row for a finished stage
+            reads the same frame from old and new stores.
 
         Returns
         -------
         pandas.DataFrame
-            Columns :data:`STAGE_COLUMNS`, sorted by ``started`` then ``node``.
+            Columns :data:`STAGE_COLUMNS`, sorted by ``started`` then ``node`` (NaN last),
+            index ``0..n-1``.
 
         Raises
         ------
@@ -751,6 +665,9 @@ class MetricsStore:
         if not frames:
             return _empty_stages()
         frame = pd.concat(frames, ignore_index=True, sort=False)
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            frame = frame[frame["status"].isin(wanted)]
         return frame.sort_values(["started", "node"], kind="stable", ignore_index=True)
 
     def writers(self) -> list[str]:
@@ -793,7 +710,7 @@ class MetricsStore:
             cached = [self._cache.setdefault((w, spec.name), _Cached()) for w in writers]
 
             async def one(
-                writer: str, have: int, arrays: list[AsyncArray[Any]] | None
+                writer: str, have: int, arrays: list[AsyncArray[Any] | None] | None
             ) -> _NewRows | None:
                 for attempt in range(1, _MAX_READ_ATTEMPTS + 1):
                     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -127,9 +128,10 @@ def test_stage_records_round_trip(tmp_path: Path) -> None:
             StageRecord("node-1", 0, 30, started=1.0, finished=11.0, worker="w1"),
         ]
     )
-    store.append_stages([StageRecord("node-3", 30, 45, 12.0, 13.0, "w2", status="failed")])
+    store.append_stages([StageRecord("node-3", 30, 45, 12.0, 13.0, "w2", status="failed",
+                                     error="ValueError")])
     store.append(rows("t", range(2)))  # the tables are independent
-    frame = MetricsStore(url).read_stages()
+    frame = MetricsStore(url).read_stages(status=None)
     assert list(frame.columns) == list(STAGE_COLUMNS)
     assert frame.node.tolist() == ["node-1", "node-2", "node-3"]  # by start time, then node
     assert frame.start_step.tolist() == [0, 30, 30] and frame.step.tolist() == [30, 60, 45]
@@ -137,9 +139,57 @@ def test_stage_records_round_trip(tmp_path: Path) -> None:
     assert frame.finished.tolist() == [11.0, 20.5, 13.0]
     assert frame.worker.tolist() == ["w1", "w1", "w2"]
     assert frame.status.tolist() == ["done", "done", "failed"]
+    assert frame.error.tolist() == ["", "", "ValueError"]
     assert set(frame.writer) == {store.writer}
+    # by default, the finished stages only: what every row meant before other statuses existed
+    assert MetricsStore(url).read_stages().node.tolist() == ["node-1", "node-2"]
+    assert MetricsStore(url).read_stages("failed").node.tolist() == ["node-3"]
     assert StageRecord.kind == "stage"
     assert len(MetricsStore(url).read()) == 2
+
+
+def test_stage_records_in_flight_and_unknown_times(tmp_path: Path) -> None:
+    url = str(tmp_path / "metrics.zarr")
+    store = MetricsStore(url)
+    store.append_stages([
+        StageRecord("n", 0, 30, started=5.0, finished=math.nan, worker="w", status="submitted"),
+        StageRecord("m", 0, 30, started=6.0, finished=math.nan, worker="w", status="submitted"),
+        StageRecord("m", 0, 30, started=math.nan, finished=9.0, worker="w", status="lost"),
+    ])
+    frame = MetricsStore(url).read_stages(status=None)
+    assert frame.node.tolist() == ["n", "m", "m"]  # by start, unknown starts last
+    assert frame.status.tolist() == ["submitted", "submitted", "lost"]
+    assert frame.finished.isna().tolist() == [True, True, False]
+    assert frame.started.isna().tolist() == [False, False, True]
+    assert MetricsStore(url).read_stages().empty
+    assert MetricsStore(url).read_stages(["lost", "done"]).node.tolist() == ["m"]
+    with pytest.raises(ValueError, match="finished must be NaN in a 'submitted' record"):
+        StageRecord("n", 0, 1, 0.0, 1.0, "w", status="submitted")
+    with pytest.raises(ValueError, match="finished must be finite in a 'done' record"):
+        StageRecord("n", 0, 1, 0.0, math.nan, "w")
+    with pytest.raises(ValueError, match="started must be finite in a 'done' record"):
+        StageRecord("n", 0, 1, math.nan, 1.0, "w")
+    with pytest.raises(ValueError, match="finite"):
+        StageRecord("n", 0, 1, math.inf, 1.0, "w", status="failed")
+    with pytest.raises(TypeError):
+        StageRecord("n", 0, 1, 0.0, 1.0, "w", status="failed", error=None)  # type: ignore[arg-type]
+
+
+def test_stage_tables_written_before_the_error_column(tmp_path: Path) -> None:
+    """Tables from before the ``error`` array read as ``""`` there, and resume with it."""
+    url = str(tmp_path / "metrics.zarr")
+    old = MetricsStore(url)
+    old.append_stages([StageRecord("a", 0, 10, 1.0, 2.0, "w"), StageRecord("b", 0, 5, 3.0, 4.0, "w")])
+    shutil.rmtree(tmp_path / "metrics.zarr" / old.writer / "stages" / "error")  # the old layout
+    reader = MetricsStore(url)
+    frame = reader.read_stages()
+    assert frame.node.tolist() == ["a", "b"] and frame.error.tolist() == ["", ""]
+    again = MetricsStore(url, writer=old.writer)  # a writer continuing that table
+    again.append_stages([StageRecord("c", 0, 5, 5.0, 6.0, "w", status="failed", error="OSError")])
+    for store in (reader, MetricsStore(url)):
+        frame = store.read_stages(status=None)
+        assert frame.node.tolist() == ["a", "b", "c"]
+        assert frame.error.tolist() == ["", "", "OSError"]
 
 
 # ----------------------------------------------------------------------------- concurrency
