@@ -14,16 +14,21 @@ What is mirrored from the driver (``Driver._schedule`` / ``_place`` / ``_queue_b
   the requests somebody waits for, with every submitted, unreported stage as a source;
 - a request that a submitted stage passes is added to that stage as a point (evaluate and
   save), and so is a branch point another stage will start from; a point added after the
-  stage passed it is *missed*, as on a real worker, and the driver plans around it;
+  stage passed it is *missed*, as on a real worker, and the driver plans around it (counted
+  once per stage and step, however often it is asked for again);
 - chains come from :meth:`~hippo_dask.StageTree.paths` (critical path first); a chain whose head
   waits for a stage of another chain is not started; a chain continuing exactly where a
   worker's last queued stage ends is queued on that worker and continues in memory; any other
   chain goes to the first idle worker, or, with none idle, is queued behind the least loaded
   worker that runs a single chain (as in the driver, only while none of that chain's stages
   has reported);
-- every stage end is saved; long stages also save every ``hippo.checkpoint-interval`` profiled
-  seconds; a finished stage reports its points, its measured seconds per step (the profile
-  that drives the next critical paths) and its trained steps.
+- every stage end is saved; long stages also save every ``hippo.checkpoint-interval`` seconds
+  of training at the stage's :meth:`Node.profile <hippo_dask.plan.Node.profile>` (the call the
+  driver's ``_points`` makes, so both follow the library: measured, else the nearest measured
+  ancestor, else the median of measured nodes with the same fixed values, else of the plan;
+  a flat 1.0 s before 2026-12, which left a new root's first stage without interval
+  checkpoints); a finished stage reports its points, its measured seconds per step (the
+  profile that drives the next critical paths) and its trained steps.
 
 What is not modelled: Dask and driver latencies (reports and decisions take no virtual time;
 ``benchmarks/sim.py`` measures them on a real cluster, 8-14 ms per stage), worker failures and
@@ -218,6 +223,7 @@ class VirtualStudy:
         self.executed_steps = 0
         self.stages = 0
         self.missed_points = 0
+        self._missed: set[tuple[int, int]] = set()  # (job key, step) already counted
         self.requests: list[tuple[str, int]] = []  # (user trial id, steps), in request order
         self._jobs: dict[int, _Job] = {}
         self._keys = itertools.count()
@@ -323,7 +329,9 @@ class VirtualStudy:
         if old is not None and (old[0] or not evaluate):
             return  # already stops there for that
         if job.began is not None and job.reach(step, self.seconds_of, self.costs) <= self.now:
-            self.missed_points += 1  # the worker is past it: the driver plans around it
+            if (job.key, step) not in self._missed:  # the worker is past it: planned around
+                self._missed.add((job.key, step))
+                self.missed_points += 1
             return
         extra = (self.costs.evaluate if evaluate else 0.0) + (self.costs.save if old is None else 0.0)
         job.points[step] = [evaluate, True]

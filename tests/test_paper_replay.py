@@ -165,3 +165,46 @@ def test_a_point_asked_for_after_the_worker_passed_it_is_missed_and_retrained() 
     assert snap.missed_points == 1
     assert snap.time == pytest.approx(15.0)  # a's 0..9 ends at 10, then 0..4 again from scratch
     assert (snap.executed_steps, snap.unique_steps) == (22, 17)
+
+
+def test_asha_without_a_cap_keeps_shared_work_going() -> None:
+    # A cap of one request per worker counts requests, not work: with sharing, those share a
+    # few chains and finished ones wait for the order; no cap decides the same, sooner.
+    trials = small_space()
+    runs = []
+    for cap in (3, None):
+        tuner = hd.tuners.ASHA(trials, pr.METRIC, min_steps=5, max_steps=40, reduction=2,
+                               n_trials=len(trials), max_concurrent=cap)
+        study = run(tuner, sharing=True, workers=3)
+        runs.append((sorted((r.trial.id, r.steps, r.decision.value) for r in tuner.decisions),
+                     sorted(study.requests), study.snapshot()))
+    (d1, r1, capped), (d2, r2, free) = runs
+    assert d1 == d2 and r1 == r2
+    assert free.executed_steps == free.unique_steps == capped.unique_steps
+    assert free.time < 0.75 * capped.time
+    assert free.mean_busy > capped.mean_busy
+
+
+def test_a_new_root_saves_interval_checkpoints_at_its_peers_step_time() -> None:
+    # B is a new root (another starting lr) that nothing has measured; A, with the same fixed
+    # values, was measured at 10 s per step. B's stage saves every 40 s / 10 s = 4 steps, so C,
+    # which leaves B at step 12 after B's stage is done, resumes there. With a flat 1.0 s per
+    # step B would save only at its end and C would train steps 0..11 again.
+    a, b = hd.Trial(lr=seq.Constant(0.1)), hd.Trial(lr=seq.Constant(0.2))
+    c = hd.Trial(lr=seq.MultiStep([0.2, 0.02], [12]))
+
+    def ten_seconds(trial: hd.Trial, start: int, stop: int) -> float:
+        return 10.0 * (stop - start)
+
+    study = VirtualStudy(workers=1, metrics=by_step, seconds=ten_seconds, checkpoint_interval=40)
+
+    async def tuner() -> None:
+        for trial in (a, b, c):
+            await study.train(trial, 20)
+
+    run_virtual(tuner())
+    root_b = study.plan.locate(b, 12)
+    assert root_b is not None and root_b.parent is None
+    assert sorted(root_b.checkpoints) == [4, 8, 12, 16, 20]
+    snap = study.snapshot()
+    assert (snap.executed_steps, snap.unique_steps) == (48, 48)

@@ -38,11 +38,22 @@ class ASHA(StoppingTuner):
     Order of events. The paper acts on results in the order they arrive, so its decisions depend
     on timing; a rerun would then promote other trials and train steps nobody asked for before.
     Here results are acted on in the order they would arrive if every step took the same time
-    on ``max_concurrent`` workers (a job costs the steps it adds; ties go to the job started
-    first). The requests themselves run concurrently as usual, but the decisions depend only
+    on ``max_concurrent`` workers, one per trial without a cap (a job costs the steps it adds;
+    ties go to the job started first). The requests themselves run concurrently as usual, but the decisions depend only
     on the metrics and the seed: a rerun, or a resumed crashed run, makes exactly the same
     requests and trains nothing again. When the real order differs, a finished result waits
     in memory for the ones the order puts before it.
+
+    Requests in flight. With ``max_concurrent=None`` (the default) there is no cap: every
+    trial starts at the bottom rung at once, and the decisions are those of ASHA with a worker
+    per trial (promotions still happen the moment a trial is in the top ``1 / eta`` of what its
+    rung holds, and no rung waits to fill). Which work runs on the workers is then the
+    engine's choice (critical paths first), not the tuner's. A cap counted in requests does
+    not measure the work when trials share prefixes: requests that share one are one chain of
+    stages, and a finished result held back for the order above still takes a slot. On the
+    Hippo paper's ResNet56 set-up with 40 workers, 40 requests in flight left on average 19
+    of them waiting for training, on 7 chains, keeping 18 % of the workers busy; with no cap
+    the same decisions took a third of the time (``benchmarks/RESULTS.md``, "Paper replay").
 
     End of a finite run. Once every trial has started and nothing is running, a rung with
     results but fewer than ``eta`` of them could never promote; if no trial has reached
@@ -66,10 +77,16 @@ class ASHA(StoppingTuner):
     n_trials
         How many trials to start in all.
     max_concurrent
-        Requests in flight at once, and the number of workers the event order above assumes.
-        It shapes the decisions, so its default is a fixed 8, not the size of the cluster: the
-        same script decides the same on a laptop and on a cluster. Set it to at least the
-        number of GPU workers to keep them all busy.
+        ``None`` (default): no cap, see "Requests in flight". The decisions then depend only
+        on the metrics, the seed and ``n_trials``, never on the cluster, so the same script
+        decides the same on a laptop and on a cluster. Keep it with sharing (the default of
+        :class:`~hippo_dask.Study`). A number caps the requests in flight and is the number of
+        workers the order of events assumes, so it shapes the decisions too. About the number
+        of GPU workers suits a run where every request is its own work, a trial-by-trial
+        baseline (``Study(..., sharing=False)``: no cap was 2 % slower than 40 there), or a
+        study that must not queue more than that on a shared cluster (every decision of the
+        engine plans all pending requests: about 0.1 s for 10,000, ``benchmarks/RESULTS.md``,
+        "Planner scale").
     seed
         Seed of this tuner's own ``numpy`` generator.
 
@@ -106,7 +123,7 @@ class ASHA(StoppingTuner):
         max_steps: int,
         reduction: int = 4,
         n_trials: int | None,
-        max_concurrent: int = 8,
+        max_concurrent: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(metric, mode)
@@ -117,9 +134,10 @@ class ASHA(StoppingTuner):
         )
         self.reduction = check_whole("ASHA", "reduction", reduction, 2, "e.g. reduction=3")
         self.n_trials = None if n_trials is None else check_whole("ASHA", "n_trials", n_trials, 1)
-        self.max_concurrent = check_whole(
+        self.max_concurrent = None if max_concurrent is None else check_whole(
             "ASHA", "max_concurrent", max_concurrent, 1,
-            "use about the number of GPU workers, e.g. max_concurrent=8",
+            "use None (no cap, the default) with sharing, or about the number of GPU workers "
+            "for a trial-by-trial run, e.g. max_concurrent=8",
         )
         self.seed = check_whole("ASHA", "seed", seed, 0)
         self.space = space
@@ -130,6 +148,8 @@ class ASHA(StoppingTuner):
         rng = np.random.default_rng(self.seed)
         trials = draw_trials("ASHA", self.space, self.n_trials, rng)
         top = len(self.rungs) - 1
+        # No cap: a slot per trial (one request per trial is ever in flight).
+        limit = len(trials) if self.max_concurrent is None else self.max_concurrent
         # Per rung: (trial index, score) in the order acted on; trials promoted out of it.
         results: list[list[tuple[int, float]]] = [[] for _ in self.rungs]
         promoted: list[set[int]] = [set() for _ in self.rungs]
@@ -178,7 +198,7 @@ class ASHA(StoppingTuner):
 
         try:
             while True:
-                while len(flight) < self.max_concurrent:
+                while len(flight) < limit:
                     job = get_job()
                     if job is None:
                         break

@@ -70,6 +70,37 @@ def test_decisions_do_not_depend_on_which_request_finishes_first(shuffle: int) -
         assert below // 3 <= above < below
 
 
+def test_no_cap_by_default_every_trial_starts_at_once() -> None:
+    # The order assumes a worker per trial: the four bottom-rung results come first (in start
+    # order), then the two promotions to rung 2, then the one to rung 4.
+    for shuffle in (None, 0, 1, 2):
+        tuner = asha(4)
+        assert tuner.max_concurrent is None
+        study = run(tuner, FakeStudy(by_name(Q), shuffle=shuffle))  # type: ignore[arg-type]
+        assert study.requests == [(0, 1), (1, 1), (2, 1), (3, 1), (1, 2), (3, 2), (1, 4)]
+        assert decisions(tuner) == [
+            (1, 1, "promote"), (3, 1, "promote"), (1, 2, "promote"),
+            (0, 1, "stop"), (2, 1, "stop"), (3, 2, "stop"),
+        ]
+        if shuffle is not None:  # requests wait to be answered: all four at once
+            assert study.peak == 4
+
+
+@pytest.mark.parametrize("shuffle", range(4))
+def test_no_cap_decides_as_a_cap_of_n_trials_whatever_finishes_first(shuffle: int) -> None:
+    def quality(trial: hd.Trial, steps: int) -> float:
+        return ((name(trial) * 7919) % 101) / 100 + steps / 1000
+
+    reference = asha(40, max_steps=27, reduction=3, max_concurrent=40)
+    first = run(reference, FakeStudy(quality))
+    tuner = asha(40, max_steps=27, reduction=3)
+    study = run(tuner, FakeStudy(quality, shuffle=shuffle))
+    assert study.answered != first.answered
+    assert study.requests == first.requests and decisions(tuner) == decisions(reference)
+    assert study.peak == 40  # every trial in flight, not the old fixed 8
+    assert study.requests[:40] == [(i, 1) for i in range(40)]
+
+
 def test_a_finite_run_ends_with_a_trial_at_max_steps() -> None:
     # Two trials, eta = 4: no rung ever holds four results, yet the best goes to the top.
     tuner = asha(2, max_steps=16, reduction=4)
@@ -128,7 +159,7 @@ def test_mode_min_promotes_the_lowest() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"max_concurrent": 0}, r"ASHA: `max_concurrent` must be a whole number >= 1, got 0; use about"),
+    ({"max_concurrent": 0}, r"ASHA: `max_concurrent` must be a whole number >= 1, got 0; use None \(no cap"),
     ({"n_trials": -2}, r"ASHA: `n_trials` must be a whole number >= 1, got -2"),
     ({"reduction": 1}, r"ASHA: `reduction` .* got 1"),
     ({"min_steps": 5, "max_steps": 4}, r"ASHA: `max_steps` .* got 4; it must be at least min_steps=5"),
