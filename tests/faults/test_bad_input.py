@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask.config
 import pytest
 from distributed import Client
 
@@ -105,8 +106,13 @@ def test_changed_trainer_code_is_not_reused_unless_declared_compatible(
                         **kwargs)  # type: ignore[arg-type]
 
     grid = hd.tuners.Grid(space, metric="score", steps=40)
+    # A SpecCluster closes a worker's nanny when its worker left the scheduler and no worker of
+    # that name is back `lost-worker-timeout` later (15 s): a timer set by one restart then fires
+    # during a later one, if restarts come quicker than that (they do, under load), and the
+    # nanny is closed while its new worker starts, so client.restart() waits for nothing.
+    config = dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"})
     try:
-        with cluster, client:
+        with config, cluster, client:
             result = study(1).tune(grid)
             assert {r.metrics["offset"] for r in result.records} == {1}  # type: ignore[index]
             trained = executed(log)
