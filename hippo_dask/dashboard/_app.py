@@ -110,7 +110,7 @@ def header_html(snapshot: StudySnapshot) -> str:
     """The title bar: study name, where it lives, live or idle, when read."""
     state = ("live", COLORS["running"]) if snapshot.live else ("idle", COLORS["muted"])
     if not snapshot.live and snapshot.savings.trials and not any(
-            n.status in ("pending", "running") for n in snapshot.nodes):
+            n.status in ("pending", "running", "queued") for n in snapshot.nodes):
         state = ("finished", COLORS["done"])
     stamp = time.strftime("%H:%M:%S", time.localtime(snapshot.taken))
     return (

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 COLORS = {
     "done": "#3f9e6e",
     "running": "#f0a030",
+    "queued": "#f5d59a",
     "pending": "#c3cbd3",
     "stopped": "#8f7ac4",
     "failed": "#d1495b",

@@ -273,7 +273,7 @@ class StudyReader:
         with self._lock:
             self._replay()
             metrics = self.metrics.read()
-            stages = self.metrics.read_stages()
+            stages = self.metrics.read_stages(status=None)  # submissions and failures too
             snapshot = take_snapshot(
                 self.name,
                 self.root,

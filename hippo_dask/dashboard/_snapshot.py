@@ -11,15 +11,21 @@ Node statuses come from storage only, never from the scheduler:
 ``done``
     Nothing pending needs the node any more.
 ``running``
-    Estimated: the node starts one of the ``W`` longest chains of the current stage tree, where
-    ``W`` is the number of workers seen in the stage records; the driver hands exactly those
-    chains to its workers (Hippo's critical-path scheduling). Only while the study is live.
+    A worker trains a stage of it now: the driver recorded submitting the stage to that worker
+    and every stage it had submitted there before has ended (see
+    :mod:`hippo_dask.dashboard._flight`). Stores written by versions that recorded only
+    finished stages fall back to an estimate (:attr:`StudySnapshot.estimated`): the node starts
+    one of the ``W`` longest chains of the current stage tree, where ``W`` is the number of
+    workers seen in the stage records; the driver hands exactly those chains to its workers
+    (Hippo's critical-path scheduling). Only while the study is live.
+``queued``
+    A stage of it is submitted to a worker and waits there behind another stage.
 ``pending``
     The stage tree still holds work on it.
 ``stopped``
     Done, a leaf, and shorter than the longest request: a tuner stopped its trials early.
 ``failed``
-    A stage record says a stage on it failed and its work is still pending.
+    A stage on it failed for good (its trials failed) and its work is still pending.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
+from hippo_dask.dashboard._flight import QUEUED, RUNNING, has_submissions, stage_attempts
 from hippo_dask.plan import Node, SearchPlan
-from hippo_dask.storage._metrics import BASE_COLUMNS
-from hippo_dask.stages import Stage
+from hippo_dask.storage._records import BASE_COLUMNS, DONE, FAILED
+from hippo_dask.stages import StageTree
 from hippo_dask.trial import Trial
 
 __all__ = [
@@ -49,8 +56,11 @@ __all__ = [
     "take_snapshot",
 ]
 
-STATUSES = ("done", "running", "pending", "stopped", "failed")
+STATUSES = ("done", "running", "queued", "pending", "stopped", "failed")
 """Every node status, in legend order."""
+
+_DRAWN = ("done", "failed", "retried", "lost", "cancelled", RUNNING)
+"""Attempt statuses with a bar in the worker lanes (queued and stale ones never ran here)."""
 
 IDLE_AFTER = 120.0
 """Seconds without journal or metrics activity after which a study with pending work counts as
@@ -151,7 +161,14 @@ class Savings:
 
 @dataclass(frozen=True)
 class StudySnapshot:
-    """The study at time ``taken`` (unix seconds); see the module docstring for statuses."""
+    """The study at time ``taken`` (unix seconds); see the module docstring for statuses.
+
+    ``lanes`` holds one row per stage that ran or runs on a worker: ``worker, owner, node,
+    start_step, step, submitted, started, finished, status, error, writer``, where ``status``
+    is how it ended (``done``, ``failed``, ``retried``, ``lost``, ``cancelled``) or
+    ``running`` (then ``finished`` is ``taken``). ``estimated`` says that the store has no
+    submission records (an older writer's), so ``running`` nodes are estimated from the plan.
+    """
 
     name: str
     root: str
@@ -164,6 +181,7 @@ class StudySnapshot:
     lanes: pd.DataFrame = field(repr=False)
     savings: Savings
     metric_names: tuple[str, ...]
+    estimated: bool = False
 
     @property
     def node_count(self) -> int:
@@ -299,39 +317,46 @@ def _trained(node: Node, stage_reach: Mapping[int, int]) -> int:
     return max([node.start, stage_reach.get(node.id, node.start), *known])
 
 
-def _statuses(plan: SearchPlan, lanes: pd.DataFrame, metrics: pd.DataFrame,
-              longest_request: int, session_started: float | None,
-              now: float) -> tuple[dict[int, str], bool, list[Stage]]:
-    """Every node's status, whether the study is live, and the current critical path."""
-    tree = plan.stage_tree()
-    pending = {stage.node.id for stage in tree.stages}
-    activity = [t for t in (session_started,) if t is not None]
-    longest = 0.0
-    if not lanes.empty:
-        activity.append(float(lanes["finished"].max()))
-        longest = float((lanes["finished"] - lanes["started"]).max())
+def _window(done: pd.DataFrame) -> float:
+    """Seconds of silence after which a writer counts as gone: :data:`IDLE_AFTER`, or five times
+    the longest stage it ran if that is longer."""
+    longest = float((done["finished"] - done["started"]).max()) if not done.empty else 0.0
+    return max(IDLE_AFTER, 5 * longest)
+
+
+def _last_activity(stages: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, float]:
+    """The newest time each writer recorded anything (a submission, an end, a metric row)."""
+    times = [stages[["writer", "started"]].rename(columns={"started": "t"}),
+             stages[["writer", "finished"]].rename(columns={"finished": "t"})]
     if not metrics.empty:
-        activity.append(float(metrics["wall_time"].max()))
-    live = bool(pending) and bool(activity) and now - max(activity) < max(IDLE_AFTER, 5 * longest)
+        times.append(metrics[["writer", "wall_time"]].rename(columns={"wall_time": "t"}))
+    frame = pd.concat(times, ignore_index=True).dropna()
+    return {str(w): float(t) for w, t in frame.groupby("writer")["t"].max().items()}
+
+
+def _statuses(plan: SearchPlan, tree: StageTree, attempts: pd.DataFrame, exact: bool,
+              live: bool, workers: int, longest_request: int) -> dict[int, str]:
+    """Every node's status (see the module docstring)."""
+    pending = {stage.node.id for stage in tree.stages}
     running: set[int] = set()
-    if live:  # the driver hands the W longest chains that can start to the W workers
-        workers = max(1, int(lanes["worker"].nunique()) if not lanes.empty else 1)
+    queued: set[int] = set()
+    if exact:
+        running = {int(n) for n in attempts.loc[attempts["status"] == RUNNING, "node"]}
+        queued = {int(n) for n in attempts.loc[attempts["status"] == QUEUED, "node"]} - running
+    elif live:  # the driver hands the W longest chains that can start to the W workers
         ready = [chain for chain in tree.paths() if chain[0].parent is None]
-        running = {chain[0].node.id for chain in ready[:workers]}
-    failed: set[int] = set()
-    if not lanes.empty:
-        failed = {int(n) for n in lanes.loc[lanes["status"] != "done", "node"]} & pending
+        running = {chain[0].node.id for chain in ready[:max(1, workers)]}
+    failed = {int(n) for n in attempts.loc[attempts["status"] == FAILED, "node"]}
     status = {}
     for node in plan.nodes:
-        if node.id in failed:
-            status[node.id] = "failed"
-        elif node.id in pending:
-            status[node.id] = "running" if node.id in running else "pending"
+        if node.id in pending:
+            status[node.id] = ("running" if node.id in running else "queued" if node.id in queued
+                               else "failed" if node.id in failed else "pending")
         elif not node.children and node.extent < longest_request:
             status[node.id] = "stopped"
         else:
             status[node.id] = "done"
-    return status, live, tree.critical_path()
+    return status
 
 
 def _labels(nodes: list[Node]) -> dict[int, str]:
@@ -379,7 +404,7 @@ def _node_views(plan: SearchPlan, status: Mapping[int, str], lanes: pd.DataFrame
     labels = _labels(nodes)
     reach: dict[int, int] = {}
     if not lanes.empty:
-        done = lanes[lanes["status"] == "done"]
+        done = lanes[lanes["status"] == DONE]
         reach = {int(n): int(s) for n, s in done.groupby("node")["step"].max().items()}
     views = []
     for node in nodes:
@@ -437,7 +462,10 @@ def _trial_views(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]],
 def _savings(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]],
              lanes: pd.DataFrame, trial_views: list[TrialView],
              trial_training: float | None, speed: Callable[[Node], float | None]) -> Savings:
-    """Figures of the savings panel; see :class:`Savings` for the trial-by-trial estimate."""
+    """Figures of the savings panel; see :class:`Savings` for the trial-by-trial estimate.
+
+    Only stages that finished count (``lanes`` holds those with status ``done``).
+    """
     stats = plan.stats()
     executed = int((lanes["step"] - lanes["start_step"]).sum()) if not lanes.empty else 0
     used = float((lanes["finished"] - lanes["started"]).sum()) if not lanes.empty else 0.0
@@ -478,19 +506,36 @@ def take_snapshot(
     """The study as plain data, from a plan, its requests (tag to trial and steps) and the
     metrics store's metric rows and stage records.
 
-    ``session_started`` is when the newest journal session began (unix seconds): with the
-    newest metric and stage times it decides whether the study is live (recent activity) or
-    idle, which only matters for the ``running`` estimate.
+    ``stages`` holds every stage record (``read_stages(status=None)``). ``session_started`` is
+    when the newest journal session began (unix seconds): with the newest metric and stage
+    times it decides whether the study is live (recent activity) or idle; an idle study runs
+    nothing, and a stage submitted by a writer silent for as long is not shown as running.
     """
     trials = plan.trials
-    lanes = _with_nodes(stages.rename(columns={"node": "owner"}), plan, trials, "owner", "step")
+    done = stages[stages["status"] == DONE]
+    window = _window(done)
+    last = _last_activity(stages, metrics)
+    activity = [t for t in (session_started, *last.values()) if t is not None]
+    tree = plan.stage_tree()
+    live = bool(len(tree)) and bool(activity) and now - max(activity) < window
+    active = {w for w, t in last.items() if now - t < window} if live else set()
+    attempts = stage_attempts(stages, now=now, active=active)
+    attempts = _with_nodes(attempts.rename(columns={"node": "owner"}), plan, trials, "owner",
+                           "step")
+    lanes = attempts[attempts["status"].isin(_DRAWN) & attempts["started"].notna()
+                     & ((attempts["finished"] > attempts["started"])
+                        | (attempts["status"] == DONE))].reset_index(drop=True)
+    finished = lanes[lanes["status"] == DONE].reset_index(drop=True)
     points = _with_nodes(metrics, plan, trials, "trial", "step")
     if not points.empty:
         points = points[points["node"] >= 0].drop_duplicates(["node", "step"], keep="last")
         points = points.sort_values(["node", "step"], ignore_index=True)
     metric_names = tuple(c for c in metrics.columns if c not in BASE_COLUMNS)
     longest_request = max((steps for _, steps in requests.values()), default=0)
-    status, live, critical = _statuses(plan, lanes, metrics, longest_request, session_started, now)
+    exact = has_submissions(stages)
+    workers = int(done["worker"].nunique())
+    status = _statuses(plan, tree, attempts, exact, live, workers, longest_request)
+    critical = tree.critical_path()
     profiled = [n.sec_per_step for n in plan.nodes if n.sec_per_step is not None]
     mean = sum(profiled) / len(profiled) if profiled else None
 
@@ -511,6 +556,7 @@ def take_snapshot(
         trials=tuple(trial_views),
         points=points,
         lanes=lanes,
-        savings=_savings(plan, requests, lanes, trial_views, trial_training, speed),
+        savings=_savings(plan, requests, finished, trial_views, trial_training, speed),
         metric_names=metric_names,
+        estimated=not exact,
     )

@@ -2,7 +2,8 @@
 
 Each node is drawn on its own row from its start step to the last step requested of it (step
 on x), children below their parent, joined by an edge at the branch step. The solid part of a
-bar is trained, the pale rest still to do; the colour is the node's status. The current
+bar is trained, the pale rest still to do; the colour is the node's status (running and queued
+as the driver recorded them; see :mod:`hippo_dask.dashboard._snapshot`). The current
 critical path (the longest chain of pending stages, which the scheduler runs first, on one
 worker) glows blue behind the stages it consists of, with a thin line through them; small
 ticks mark checkpoints.
@@ -203,4 +204,6 @@ class StageTreeView(DashboardComponent):
                      f"~{seconds:.3g} s")
         else:
             text += "; nothing pending"
+        if snapshot.estimated and counts["running"]:
+            text += " (running estimated: the store has no submission records)"
         return text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from hippo_dask.dashboard import (
     open_study,
 )
 from hippo_dask.dashboard._base import COLORS
-from tests.dashboard.known import write_known_study
+from hippo_dask.storage import MetricsStore, StageRecord
+from tests.dashboard.known import A, C, write_known_study
 
 
 @pytest.fixture
@@ -45,6 +48,7 @@ def test_stage_tree(reader) -> None:  # type: ignore[no-untyped-def]
     title = view.figure.title.text
     assert title.startswith("Stage tree: 4 nodes (1 done, 1 running, 1 pending, 1 stopped)")
     assert "critical path 2 stages, 20 steps, ~10 s" in title
+    assert title.endswith("(running estimated: the store has no submission records)")
     assert view.figure.yaxis.major_label_overrides[1] == "@10 lr=0.001"
 
 
@@ -104,6 +108,35 @@ def test_worker_lanes(reader) -> None:  # type: ignore[no-untyped-def]
     assert colour[0] == colour[1] != colour[3]
     # 19 busy seconds on 2 lanes over the 17 s from the first start to the last end
     assert view.figure.title.text == "Worker lanes: 2 workers, 3 stages, busy 56% of 17.0 s"
+
+
+def test_worker_lanes_and_tree_with_stages_in_flight(tmp_path: Path) -> None:
+    known = write_known_study(tmp_path)
+    reader = open_study(known.root)
+    reader.refresh()
+    a, c = reader.plan.locate(A, 10), reader.plan.locate(C, 20)
+    assert a is not None and c is not None
+    now = time.time()
+    MetricsStore(f"{known.root}/metrics.zarr").append_stages([
+        StageRecord(a.owner.id, 0, 10, now - 4, math.nan, "tcp://127.0.0.1:4001", status="submitted"),
+        StageRecord(c.owner.id, 10, 20, now - 3, math.nan, "tcp://127.0.0.1:4001", status="submitted"),
+    ])
+    tree, lanes = StageTreeView(reader), WorkerLanesView(reader)
+    snapshot = reader.refresh()
+    tree.update(snapshot)
+    lanes.update(snapshot)
+    assert tree.source.data["status"] == ["running", "done", "queued", "stopped"]
+    assert tree.source.data["color"][2] == COLORS["queued"] != COLORS["running"]
+    assert "estimated" not in tree.figure.title.text
+    data = lanes.source.data
+    running = [i for i, s in enumerate(data["status"]) if s == "running"]
+    assert len(running) == 1 and len(data["status"]) == 4  # the queued stage has no bar yet
+    (i,) = running
+    assert data["node"][i] == 0 and data["right"][i] == snapshot.taken * 1e3
+    assert (data["alpha"][i], data["hatch"][i], data["state"][i]) == (0.3, "/", "running now")
+    done = [j for j, s in enumerate(data["status"]) if s == "done"]
+    assert {(data["alpha"][j], data["hatch"][j]) for j in done} == {(1.0, " ")}
+    assert lanes.figure.title.text.startswith("Worker lanes: 2 workers, 3 stages, 1 running, busy")
 
 
 def test_the_page_holds_every_panel(reader) -> None:  # type: ignore[no-untyped-def]

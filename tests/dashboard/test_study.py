@@ -14,8 +14,10 @@ import pytest
 from distributed import Client
 
 import hippo_dask as hd
-from hippo_dask.dashboard import DashboardServer, open_study
-from tests.dashboard.scenario import STEPS, Listed, gate_is_waiting, start, trials
+from hippo_dask import seq
+from hippo_dask.dashboard import DashboardServer, WorkerLanesView, open_study
+from hippo_dask.testing.simulated import SimulatedTrainer, read_log
+from tests.dashboard.scenario import STEPS, Background, Listed, gate_is_waiting, start, trials
 from tests.helpers import executed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,15 +44,17 @@ def test_the_reader_follows_a_running_study(client: Client, tmp_path: Path) -> N
         if not gate_is_waiting(log):
             return None
         snap = reader.refresh()
-        return snap if snap.status_counts()["done"] and snap.savings.trials == 14 else None
+        # (the journal says what is done at once, the metrics store within half a second)
+        return snap if snap.status_counts()["done"] and snap.savings.trials == 14 \
+            and not snap.estimated else None
 
     live = _poll(half_done, "the study to stand at the gate with some nodes done")
     assert live.live
     counts = live.status_counts()
-    assert counts["running"] >= 1 and counts["running"] + counts["pending"] >= 2
+    assert counts["running"] >= 1 and counts["running"] + counts["queued"] + counts["pending"] >= 2
     assert counts["failed"] == 0 and counts["stopped"] == 0
     assert live.critical and all(
-        {n.id: n.status for n in live.nodes}[s.node] in ("running", "pending")
+        {n.id: n.status for n in live.nodes}[s.node] in ("running", "queued", "pending")
         for s in live.critical)
     assert live.savings.trials_done < 14
     Path(gate).touch()
@@ -77,6 +81,59 @@ def test_the_reader_follows_a_running_study(client: Client, tmp_path: Path) -> N
     assert best is not None and result.best is not None
     assert best.metrics is not None and result.best.metrics is not None
     assert best.metrics["score"] == result.best.metrics["score"]
+
+
+def test_the_reader_shows_held_stages_running_queued_and_in_the_lanes(
+    client: Client, tmp_path: Path
+) -> None:
+    log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
+    # three roots on two workers, each held at its first step: two run, one waits behind them
+    held = [hd.Trial(lr=seq.Constant(lr), log=log, gate=[0, gate]) for lr in (0.1, 0.2, 0.3)]
+    study = hd.Study("held", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client)
+    run = Background(study, Listed(held, 20), progress=False)
+    reader = open_study(str(tmp_path / "runs"), "held")
+
+    def in_flight():  # type: ignore[no-untyped-def]
+        if sum(e.get("waiting") == 0 for e in read_log(log)) < 2:
+            return None
+        snap = reader.refresh()
+        counts = snap.status_counts()
+        return snap if (counts["running"], counts["queued"]) == (2, 1) else None
+
+    try:
+        snap = _poll(in_flight, "two held stages running and one queued")
+    finally:
+        Path(gate).touch()
+    assert snap.live and not snap.estimated
+    lanes = snap.lanes
+    assert lanes["status"].tolist() == ["running", "running"]  # nothing finished, nothing else
+    assert lanes["worker"].nunique() == 2 and (lanes["finished"] == snap.taken).all()
+    assert (lanes["started"] < snap.taken).all()
+    running = {n.id for n in snap.nodes if n.status == "running"}
+    assert set(lanes["node"]) == running
+    run.result()
+    final = _poll(lambda: (lambda s: s if s.savings.stages == 3 else None)(reader.refresh()),
+                  "the three stages' records")
+    assert final.status_counts()["done"] == 3
+    assert set(final.lanes["status"]) == {"done"} and len(final.lanes) == 3
+
+
+def test_the_reader_shows_a_failing_stage_failed(client: Client, tmp_path: Path) -> None:
+    log = str(tmp_path / "train.log")
+    space = hd.GridSpace(lr=[seq.Constant(0.1)], fail_in=[None, ["train", 0]], log=[log])
+    study = hd.Study("failing", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client)
+    result = study.tune(hd.tuners.Grid(space, metric="score", steps=20), progress=False)
+    assert sorted(r.status for r in result.records) == ["done", "failed"]
+    snap = open_study(str(tmp_path / "runs"), "failing").refresh()
+    status = {n.owner: n.status for n in snap.nodes}
+    failing = next(n.owner.id for n in study.plan.nodes if n.owner.fixed["fail_in"])
+    assert status[failing] == "failed" and sorted(status.values()) == ["done", "failed"]
+    bars = snap.lanes.set_index("owner")
+    assert bars.loc[failing, "status"] == "failed" and bars.loc[failing, "error"] == "ValueError"
+    view = WorkerLanesView(open_study(str(tmp_path / "runs"), "failing"))
+    view.update()
+    assert "failed (ValueError)" in view.source.data["state"]
+    assert ", 1 failed, " in view.figure.title.text
 
 
 def test_progress_bar(client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

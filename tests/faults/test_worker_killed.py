@@ -92,3 +92,15 @@ def test_a_stage_that_keeps_killing_its_worker_fails_its_trials_instead_of_loopi
         else:
             assert record.status == "failed" and record.error_type == "WorkerLost"
             assert "left 3 times" in (record.error or "")
+    # Its stage records: lost with two workers, failed with the third; none left open.
+    frame = study.metrics_store.read_stages(status=None)
+    for node in study.plan.nodes:
+        if node.owner.fixed["crash_at"] is None or node.parent is not None:
+            continue
+        mine = frame[frame["node"] == node.owner.id]
+        ends = mine[mine["status"] != "submitted"]
+        ends = ends.sort_values("finished")
+        assert (ends["status"] == "lost").sum() >= 2
+        assert ends["status"].iloc[-1] == "failed" and ends["error"].iloc[-1] == "WorkerLost"
+        assert ends["started"].isna().all()  # no worker reported these
+        assert (mine["status"] == "submitted").sum() == len(ends)
