@@ -291,9 +291,12 @@ class Study:
         """The Dask client (the embedded cluster's, started on first use)."""
         if self._client is None:
             from hippo_dask.cluster import local
+            from hippo_dask.cluster._local import close_in_background
 
             self._client = local()
-            self._finalizer = weakref.finalize(self, _close_client, self._client)
+            # A study dropped without close() stops its cluster from the garbage collector,
+            # which must not block on the locks of the thread it interrupts.
+            self._finalizer = weakref.finalize(self, close_in_background, self._client)
         if getattr(self._client, "asynchronous", False):
             raise HippoError(
                 "Study needs a synchronous distributed.Client (Client(...) without "
@@ -305,9 +308,11 @@ class Study:
         """Flush the plan and stop the embedded cluster, if this study started one."""
         self.plan.flush()
         if self._finalizer is not None:
-            self._finalizer()
+            self._finalizer.detach()
             self._finalizer = None
-            self._client = None
+            client, self._client = self._client, None
+            if client is not None:
+                client.close()  # a ClusterClient: its cluster stops too
 
     def __enter__(self) -> Study:
         return self
@@ -586,10 +591,3 @@ def _check_picklable(trainer_cls: type[Trainer]) -> None:
             f"workers ({type(exc).__name__}: {exc}); keep unpicklable objects (locks, open "
             "files, clients) out of class attributes and create them in __init__"
         ) from None
-
-
-def _close_client(client: distributed.Client) -> None:
-    cluster = client.cluster
-    client.close()
-    if cluster is not None:
-        cluster.close()

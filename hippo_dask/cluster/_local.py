@@ -14,14 +14,16 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from typing import Any
 
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 
 from hippo_dask.errors import HippoError
 
-__all__ = ["ClusterClient", "cuda_devices", "local"]
+__all__ = ["ClusterClient", "close_in_background", "cuda_devices", "local"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +34,32 @@ class ClusterClient(Client):
     ``Client(cluster)`` leaves a cluster it did not start running after ``client.close()``;
     the clusters :func:`local` and :func:`~hippo_dask.cluster.slurm` start belong to their
     client, so closing the client also stops the workers (and cancels the SLURM jobs).
+
+    A client that is garbage-collected closes (and stops its cluster) on a thread of its own
+    (:func:`close_in_background`): a collection runs in whatever thread happens to
+    allocate, and stopping a cluster takes distributed's ``LoopRunner`` lock, which that
+    thread's caller may hold (a new cluster starting its event loop waits there for 10 s and
+    fails).
     """
+
+    def __del__(self) -> None:
+        if getattr(self, "_loop_runner", None) is None or self._is_finalizing():
+            super().__del__()  # type: ignore[no-untyped-call]
+        else:
+            close_in_background(self)  # client and cluster, off the collecting thread
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         cluster = self.cluster
         result = super().close(*args, **kwargs)  # type: ignore[no-untyped-call]
-        if cluster is not None and not self._is_finalizing():
+        if cluster is not None and not self._is_finalizing() and cluster.status != Status.closed:
             cluster.close()
         return result
+
+
+def close_in_background(closeable: Any) -> None:
+    """Call ``closeable.close()`` on a new daemon thread: for garbage-collection paths (``__del__``,
+    ``weakref.finalize``), which must not wait on locks the collecting thread may hold."""
+    threading.Thread(target=closeable.close, name="hippo-close", daemon=True).start()
 
 
 def cuda_devices() -> list[str]:

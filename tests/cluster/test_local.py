@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 import types
 from typing import Any
 
@@ -68,3 +70,40 @@ def test_cuda_devices_reads_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch
 def test_bad_worker_count_names_the_argument() -> None:
     with pytest.raises(hd.HippoError, match="`n_workers` must be an int >= 1 or None, got 0"):
         hd.cluster.local(n_workers=0)
+
+
+def test_a_client_collected_while_another_cluster_starts_does_not_block_it() -> None:
+    """A garbage collection runs in whichever thread allocates, e.g. the event-loop thread of a
+    cluster that is starting while its caller holds distributed's LoopRunner lock. A collected
+    client stopped its cluster right there, waited for that lock, and the new cluster gave up
+    after 10 s ("assert loop is not None"). Now it stops it on a thread of its own."""
+    from distributed.utils import LoopRunner
+
+    client = hd.cluster.local(n_workers=1, gpus=[])
+    cluster = client.cluster
+    returned = threading.Event()
+
+    def collect() -> None:
+        client.__del__()  # what the garbage collector calls
+        returned.set()
+
+    with LoopRunner._lock:  # held, as by a cluster starting its loop
+        collector = threading.Thread(target=collect, daemon=True)
+        collector.start()
+        assert returned.wait(30), "the collected client waited for the LoopRunner lock"
+    deadline = time.monotonic() + 60
+    while cluster.status.name != "closed" and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for the background close, bounded
+    assert cluster.status.name == "closed"
+
+
+def test_a_closed_client_collected_later_leaves_the_loop_runner_lock_alone() -> None:
+    from distributed.utils import LoopRunner
+
+    client = hd.cluster.local(n_workers=1, gpus=[])
+    client.close()
+    with LoopRunner._lock:
+        collector = threading.Thread(target=client.__del__, daemon=True)
+        collector.start()
+        collector.join(30)
+        assert not collector.is_alive()
