@@ -79,6 +79,9 @@ def test_keep_best_and_keep_all(client: Client, tmp_path: Path) -> None:
     assert {p.name for p in Path(study.root, "ckpt").glob("*.ckpt")} == {Path(winner[1]).name, fresh.name}
 
 
+HELD_STEPS = 900
+
+
 def test_gc_during_a_study_never_takes_what_it_resumes_from(client: Client, tmp_path: Path) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     study = hd.Study("busy", SimulatedTrainer, storage=str(tmp_path), client=client)
@@ -86,14 +89,17 @@ def test_gc_during_a_study_never_takes_what_it_resumes_from(client: Client, tmp_
     ends = {Path(uri).name for node in study.plan.nodes for step, uri in node.checkpoints.items()
             if step == 60}
     assert len(ends) == 3
-    # Two gated newcomers (the longest chains, so scheduled first) hold both workers; the
-    # extensions of the grid's trials from their step-60 checkpoints wait, pending.
+    # Two gated newcomers hold both workers; the extensions of the grid's trials from their
+    # step-60 checkpoints wait, pending. The newcomers must be the longest chains by far, so
+    # that they are scheduled first whatever seconds per step the plan estimates for them
+    # (unmeasured nodes borrow their peers' measurements, which vary from run to run).
     held = [hd.Trial(lr=seq.Constant(v), batch_size=seq.MultiStep([32, 64], [20]), log=log,
                      gate=[20, gate]) for v in (0.2, 0.3)]
     trials = [*held, *grid(log)]
+    steps = [HELD_STEPS] * len(held) + [90] * (len(trials) - len(held))
 
     async def scenario() -> list[dict[str, float]]:
-        jobs = [asyncio.ensure_future(study.train(t, 90)) for t in trials]
+        jobs = [asyncio.ensure_future(study.train(t, n)) for t, n in zip(trials, steps)]
         await until(lambda: sum(e.get("waiting") == 20 for e in read_log(log)) == 2, "both gates")
         report = await asyncio.get_running_loop().run_in_executor(
             None, lambda: hd.storage.collect_garbage(study.root, keep="best", metric="score"))
@@ -108,9 +114,9 @@ def test_gc_during_a_study_never_takes_what_it_resumes_from(client: Client, tmp_
 
     trained = executed(log)
     results = asyncio.run(scenario())
-    for trial, metrics in zip(trials, results):
-        assert metrics["score"] == standalone(trial, 90)
-    assert executed(log) - trained == 2 * 90 + 3 * 30  # the extensions resumed from step 60
+    for trial, metrics, n in zip(trials, results, steps):
+        assert metrics["score"] == standalone(trial, n)
+    assert executed(log) - trained == 2 * HELD_STEPS + 3 * 30  # the extensions resumed from 60
 
 
 def test_the_gc_command(client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
