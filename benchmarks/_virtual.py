@@ -8,7 +8,8 @@ seconds per step (plus fixed costs per start, checkpoint and evaluation), and it
 from a synthetic learning curve. Nothing sleeps; a study of hundreds of GPU-hours runs in
 seconds.
 
-What is mirrored from the driver (``Driver._schedule`` / ``_place`` / ``_queue_behind``):
+What is mirrored from the driver (``Driver._schedule`` / ``_place`` / ``_queue_behind`` /
+``_withdraw_for_idle``):
 
 - every decision starts from ``plan.stage_tree(running=..., exclude=..., requests=...)`` over
   the requests somebody waits for, with every submitted, unreported stage as a source;
@@ -22,6 +23,10 @@ What is mirrored from the driver (``Driver._schedule`` / ``_place`` / ``_queue_b
   chain goes to the first idle worker, or, with none idle, is queued behind the least loaded
   worker that runs a single chain (as in the driver, only while none of that chain's stages
   has reported);
+- while a worker is idle, every chain queued behind a busy worker that has not started, with
+  at least ``hippo.withdraw-after`` estimated seconds (steps times ``Node.profile()``, less
+  what the running stage has done) ahead of it, is taken back before the decision and planned
+  with the rest (``Driver._withdraw_for_idle``; the driver places once the workers answered);
 - every stage end is saved; long stages also save every ``hippo.checkpoint-interval`` seconds
   of training at the stage's :meth:`Node.profile <hippo_dask.plan.Node.profile>` (the call the
   driver's ``_points`` makes, so both follow the library: measured, else the nearest measured
@@ -67,6 +72,8 @@ __all__ = ["Costs", "SimulationStalled", "Snapshot", "VirtualLoop", "VirtualStud
 T = TypeVar("T")
 #: The engine's periodic checkpoints, in profiled seconds (``hippo.checkpoint-interval``).
 CHECKPOINT_INTERVAL = float(dask.config.get("hippo.checkpoint-interval"))
+#: An idle worker takes over a queued chain with this much estimated work ahead of it.
+WITHDRAW_AFTER = float(dask.config.get("hippo.withdraw-after"))
 
 #: ``metrics(trial, step)``: the metrics after ``step`` steps of ``trial`` (a user trial).
 Metrics = Callable[[hd.Trial, int], dict[str, float]]
@@ -143,6 +150,7 @@ class _Job:
     stop: int
     worker: _Worker
     memory: bool  # continues from the state its worker holds in memory
+    lookahead: bool  # queued behind another chain on its worker, for order alone
     points: dict[int, list[bool]]  # step -> [evaluate, checkpoint]
     chain: list[_Job] = field(default_factory=list)
     train_seconds: float = 0.0
@@ -198,6 +206,9 @@ class VirtualStudy:
         ``False``: every trial on its own, as ``Study(sharing=False)`` (trial-by-trial).
     checkpoint_interval
         A long stage also saves about this often, in profiled seconds (``None``: only at ends).
+    withdraw_after
+        An idle worker takes over a queued chain with at least this many estimated seconds of
+        work ahead of it (``None``: never, the driver before 2026-12-01).
     """
 
     def __init__(
@@ -209,6 +220,7 @@ class VirtualStudy:
         costs: Costs = Costs(),
         sharing: bool = True,
         checkpoint_interval: float | None = CHECKPOINT_INTERVAL,
+        withdraw_after: float | None = WITHDRAW_AFTER,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
@@ -219,6 +231,7 @@ class VirtualStudy:
         self.costs = costs
         self.sharing = sharing
         self.checkpoint_interval = checkpoint_interval
+        self.withdraw_after = withdraw_after
         self.now = 0.0
         self.executed_steps = 0
         self.stages = 0
@@ -301,7 +314,32 @@ class VirtualStudy:
 
     # -- scheduling (mirrors Driver._schedule) ---------------------------------------------------
 
+    def _withdraw_for_idle(self) -> bool:
+        """``Driver._withdraw_for_idle``: while a worker is idle, every chain queued behind a
+        busy worker that has not started and has at least ``withdraw_after`` estimated seconds
+        of work ahead of it is taken back and planned again (before this decision's placement,
+        as the driver places once the workers answered)."""
+        if not any(not w.queue for w in self.workers):
+            return False
+        taken = False
+        for worker in self.workers:
+            ahead = 0.0
+            for i, job in enumerate(worker.queue):
+                if job.lookahead and job.began is None and ahead >= self.withdraw_after:
+                    for gone in worker.queue[i:]:
+                        del self._jobs[gone.key]
+                    del worker.queue[i:]
+                    taken = True
+                    break
+                estimate = (job.stop - job.start) * job.node.profile()
+                if job.began is not None:
+                    estimate = max(0.0, job.began + estimate - self.now)
+                ahead += estimate
+        return taken
+
     def _schedule(self) -> None:
+        if self.withdraw_after is not None:
+            self._withdraw_for_idle()
         wanted = [key for key, fs in self._waiters.items() if fs and key[1] not in key[0].metrics]
         covered = self._cover_with_running(wanted)
         running: dict[Hashable, tuple[Node, int, int]] = {
@@ -386,8 +424,9 @@ class VirtualStudy:
         jobs = []
         for i, stage in enumerate(chain):
             memory = stage.parent is not None if i else continues
+            lookahead = not i and not continues and bool(worker.queue)
             job = _Job(next(self._keys), stage.node, stage.start, stage.stop, worker, memory,
-                       self._points(stage))
+                       lookahead, self._points(stage))
             jobs.append(job)
             self._jobs[job.key] = job
         for job in jobs:

@@ -70,7 +70,7 @@ if __package__ in (None, ""):
 import hippo_dask as hd  # noqa: E402
 from hippo_dask import seq  # noqa: E402
 
-from benchmarks._virtual import Costs, Snapshot, VirtualStudy, run_virtual  # noqa: E402
+from benchmarks._virtual import WITHDRAW_AFTER, Costs, Snapshot, VirtualStudy, run_virtual  # noqa: E402
 
 WORKERS = 40
 METRIC = "val_acc"
@@ -315,13 +315,13 @@ class Run:
 
 def run_setup(setup: Setup, *, sharing: bool, workers: int = WORKERS, costs: Costs = Costs(),
               final_epochs: int = 100, trials: list[hd.Trial] | None = None,
-              batch256: float = BATCH256) -> Run:
+              batch256: float = BATCH256, withdraw_after: float | None = WITHDRAW_AFTER) -> Run:
     """Run ``setup``'s tuner on a fresh :class:`VirtualStudy`, then train its best trial on."""
     trials = setup.trials() if trials is None else trials
     curve = Curve(setup.max_steps + final_epochs)
     seconds = step_seconds(setup.model, batch256)
     study = VirtualStudy(workers=workers, metrics=curve, seconds=seconds, costs=costs,
-                         sharing=sharing)
+                         sharing=sharing, withdraw_after=withdraw_after)
     tuner = setup.tuner(trials, workers, sharing)
 
     async def main() -> tuple[Snapshot, Snapshot, int, float]:
@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time of a batch-256 epoch / a batch-128 epoch")
     parser.add_argument("--final-epochs", type=int, default=100)
     parser.add_argument("--only", choices=[s.key for s in SETUPS], action="append")
+    parser.add_argument("--no-withdraw", action="store_true",
+                        help="queued chains stay behind busy workers (the driver before 2026-12-01)")
     args = parser.parse_args(argv)
     costs = Costs(start=args.start, save=args.save, evaluate=args.evaluate)
     chosen = [s for s in SETUPS if not args.only or s.key in args.only]
@@ -430,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         p_space = space_stats(trials, setup.max_steps)
         shared, alone = (
             run_setup(setup, sharing=sharing, workers=args.workers, costs=costs,
-                      final_epochs=args.final_epochs, trials=trials, batch256=args.batch256)
+                      final_epochs=args.final_epochs, trials=trials, batch256=args.batch256,
+                      withdraw_after=None if args.no_withdraw else WITHDRAW_AFTER)
             for sharing in (True, False)
         )
         lines += report(setup, shared, alone, p_space)

@@ -10,7 +10,10 @@ that can start now, submitted as one Dask task per stage, pinned to that worker 
 dependencies so the trainer passes from stage to stage in the worker's memory. Pinning is
 strict: when a worker leaves, its stages are cancelled and planned again from the latest
 checkpoints, rather than Dask recomputing lost results elsewhere. A chain that
-continues exactly where a running chain ends is queued on that chain's worker.
+continues exactly where a running chain ends is queued on that chain's worker. With no worker
+idle, a ready chain is queued behind the busy worker with the least work left (lookahead: it
+starts without waiting for the driver); when another worker goes idle first, the chain is taken
+back, if it has not started, and planned again (:meth:`Driver._withdraw_for_idle`).
 
 Workers that retire on their own (``dask worker --lifetime``, as SLURM jobs' workers do before
 their wall time) get only the stages whose estimated time (steps x profiled seconds per step)
@@ -45,7 +48,7 @@ from hippo_dask.errors import HippoError, HippoWarning, StorageError
 from hippo_dask.execution._identity import state_digest
 from hippo_dask.execution._recorder import Recorder
 from hippo_dask.execution._spec import Point, PointResult, StageReport, StageSpec
-from hippo_dask.execution._worker import add_points_async, run_stage
+from hippo_dask.execution._worker import add_points_async, run_stage, withdraw_async
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.plan._trie import Trie
 from hippo_dask.stages import Stage, StageTree
@@ -147,6 +150,11 @@ class _Running:
     points: dict[int, Point]
     future: Any
     chain: list[str] = field(default_factory=list)
+    #: Queued behind another chain on its worker for order alone (not continuing from it):
+    #: another worker may take it over while it has not started.
+    lookahead: bool = False
+    #: When it started, as far as this driver can tell (``time.monotonic()``), else ``None``.
+    began: float | None = None
 
 
 class Driver:
@@ -201,6 +209,7 @@ class Driver:
         self.storage_timeout = float(setting("storage-timeout", storage_timeout))
         self.refresh_interval = float(setting("refresh-interval"))
         self.checkpoint_interval = float(setting("checkpoint-interval"))
+        self.withdraw_after = float(setting("withdraw-after"))
         self.stats = RunStats()
         self.loop = asyncio.get_running_loop()
         self._waiters: dict[tuple[Node, int], list[asyncio.Future[dict[str, float]]]] = {}
@@ -226,6 +235,7 @@ class Driver:
         self._demand: tuple[int, float] | None = None  # last published (workers, when)
         self._flusher: asyncio.Task[None] | None = None  # retrying the journal during an outage
         self._unjournaled: list[tuple[Node, int]] = []  # results waiting for that
+        self._withdrawing = False  # asking busy workers for queued chains back
 
     # -- what tuners call ---------------------------------------------------------------------
 
@@ -452,8 +462,14 @@ class Driver:
         self._flush()
         workers = self._workers()
         self._abandon_lost_workers(set(workers))
+        now = time.monotonic()
         for worker in list(self._queued):
-            self._queued[worker] = [k for k in self._queued[worker] if k in self._running]
+            keys = self._queued[worker] = [k for k in self._queued[worker] if k in self._running]
+            if keys and self._running[keys[0]].began is None:  # the stage before it reported
+                head = self._running[keys[0]]
+                head.began, head.lookahead = now, False
+        if self._withdraw_for_idle(workers):
+            return  # placed once the workers answer
         wanted = self._wanted()
         exclude = self._cover_pending_with_running(wanted)
         running = {key: (r.node, r.start, r.stop) for key, r in self._running.items()}
@@ -521,6 +537,80 @@ class Driver:
             _, worker, fitted = min(candidates, key=lambda c: (c[0], c[1]))
             self._submit(fitted, worker, tree, after=self._running[self._queued[worker][-1]])
 
+    def _withdraw_for_idle(self, workers: list[str]) -> bool:
+        """While a worker is idle, take back the chains queued behind busy workers.
+
+        Lookahead (:meth:`_queue_behind`) queues a ready chain behind the busy worker expected
+        to free first, so the chain starts without waiting for the driver. When another worker
+        goes idle first, the chain would wait there while that worker does nothing. Chains
+        that have not started and have at least ``hippo.withdraw-after`` estimated seconds of
+        work ahead of them are asked back from their workers, all in one broadcast; a worker
+        refuses for a chain that has started. The ones given back are planned again with the
+        rest, critical path first, once the answers are in. Returns whether it asked.
+        """
+        if self._withdrawing:
+            return False
+        idle = [w for w in workers if not self._queued.get(w)]
+        if not idle:
+            return False
+        now = time.monotonic()
+        asks: dict[str, list[str]] = {}
+        for worker in workers:
+            keys = self._queued.get(worker, [])
+            ahead = 0.0
+            for i, key in enumerate(keys):
+                r = self._running[key]
+                if r.lookahead and ahead >= self.withdraw_after:
+                    seconds = sum((q.stop - q.start) * q.node.profile()
+                                  for q in (self._running[k] for k in keys[i:]))
+                    if any(self._left(w)[0] >= seconds for w in idle):
+                        asks[worker] = keys[i:]
+                    break
+                estimate = (r.stop - r.start) * r.node.profile()
+                if r.began is not None:
+                    estimate = max(0.0, r.began + estimate - now)
+                ahead += estimate
+        if not asks:
+            return False
+        self._withdrawing = True
+        self.loop.create_task(self._withdraw(asks))
+        return True
+
+    async def _withdraw(self, asks: dict[str, list[str]]) -> None:
+        answers: dict[str, Any] = {}
+        try:
+            answers = await asyncio.to_thread(
+                self.client.run, withdraw_async, asks, workers=list(asks), on_error="return")
+        except Exception as exc:  # noqa: BLE001 - a worker left: its stages are planned again
+            logger.debug("could not ask workers %s for queued stages back: %s", list(asks), exc)
+        finally:
+            self._withdrawing = False
+        if self._closed:
+            return
+        now = time.monotonic()
+        taken: list[_Running] = []
+        for worker, keys in asks.items():
+            if answers.get(worker) is True:
+                gone = set(keys)
+                taken += [r for k in keys if (r := self._running.pop(k, None)) is not None]
+                self._queued[worker] = [k for k in self._queued.get(worker, []) if k not in gone]
+            elif (r := self._running.get(keys[0])) is not None:
+                r.lookahead = False  # it has started (or its worker left): ask no more
+                r.began = r.began if r.began is not None else now
+        for r in taken:
+            self._renew_key(r.key)
+            self._ended(r, CANCELLED)
+        if taken:
+            self.client.cancel([r.future for r in taken])
+            logger.info("took back %d queued stage(s) for idle workers", len(taken))
+        self.kick()
+
+    def _renew_key(self, key: str) -> None:
+        """The stage of ``key`` runs under a new name if submitted again: Dask may still hold
+        (or be forgetting) the old one."""
+        base = key.split("~", 1)[0]
+        self._attempts[base] = self._attempts.get(base, 0) + 1
+
     def _abandon_lost_workers(self, alive: set[str]) -> None:
         """Stages on a worker that left (killed, pre-empted, restarted) are planned again.
 
@@ -568,9 +658,7 @@ class Driver:
         """This stage lost its worker; once it lost that many different ones, its trials fail."""
         self._salvage(r)
         self._dead.add(r.worker)
-        # Dask may still be forgetting the cancelled key: a resubmission must not reuse it.
-        base = r.key.split("~", 1)[0]
-        self._attempts[base] = self._attempts.get(base, 0) + 1
+        self._renew_key(r.key)
         # Finished results that lived there are gone; release them, or Dask recomputes them.
         for key, (_, report) in list(self._finished.items()):
             if report.worker in self._dead:
@@ -702,6 +790,8 @@ class Driver:
         # The chain's first stage continues from ``after`` only when its state comes from it;
         # a chain queued behind another (lookahead) depends on it for order alone.
         chained = after is not None and chain[0].after is not None
+        lookahead = after is not None and not chained
+        began = None if self._queued.get(worker) else time.monotonic()
         keys: list[str] = []
         for stage in chain:
             points = self._points(stage)
@@ -728,7 +818,9 @@ class Driver:
                 resources={GPU: 1}, priority=int(tree.remaining(stage)),
             )
             running = _Running(key, stage.node, stage.start, stage.stop, worker,
-                               {p.step: p for p in points}, future)
+                               {p.step: p for p in points}, future, lookahead=lookahead,
+                               began=began)
+            lookahead, began = False, None
             self._running[key] = running
             if self._recorder is not None:
                 self._recorder.submitted(running)
@@ -770,7 +862,9 @@ class Driver:
         status, value, text = payload
         try:
             if status == "ok" and value.skipped:
-                # the stage it continues from failed, and that failure is handled
+                # The stage it continues from failed (that failure is handled), or a driver
+                # withdrew it: planned again, it runs under a new key.
+                self._renew_key(key)
                 self._ended(running, CANCELLED, finished=value.finished)
             elif status == "ok":
                 self._record(running, value)  # what it did before any error still counts

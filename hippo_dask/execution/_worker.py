@@ -9,7 +9,9 @@ entries are matched by state digest.
 
 The driver can add points to a running stage (a step somebody now needs a checkpoint or metrics
 at) through :func:`add_points`, which ``Client.run`` calls on the worker while the stage runs in
-the worker's executor thread.
+the worker's executor thread. It can also take back stages queued here that have not started
+(:func:`withdraw`), to run them on a worker that went idle first: a stage claims its key when it
+starts, under the same lock, so a stage either runs here or nowhere here.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from hippo_dask.seq._base import native
 from hippo_dask.storage._retry import with_retries
 from hippo_dask.trainer import Trainer
 
-__all__ = ["CHECKPOINT_FORMAT", "add_points", "add_points_async", "live_digests", "pending_points", "run_stage"]
+__all__ = [
+    "CHECKPOINT_FORMAT", "add_points", "add_points_async", "live_digests", "pending_points",
+    "run_stage", "withdraw", "withdraw_async",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +64,16 @@ _lock = threading.Lock()
 _LIVE: OrderedDict[str, _Live] = OrderedDict()
 _CONTROL: dict[str, list[Point]] = {}
 _FINISHED: OrderedDict[str, None] = OrderedDict()
+_STARTED: OrderedDict[str, None] = OrderedDict()
+_WITHDRAWN: OrderedDict[str, None] = OrderedDict()
+_REMEMBER = 10_000  # keys each of those keeps
 _threads_set = False
+
+
+def _remember(keys: OrderedDict[str, None], key: str) -> None:
+    keys[key] = None
+    while len(keys) > _REMEMBER:
+        keys.popitem(last=False)
 
 
 def add_points(key: str, points: list[Point]) -> bool:
@@ -92,6 +106,37 @@ def live_digests() -> list[str]:
         return list(_LIVE)
 
 
+def withdraw(keys: list[str]) -> bool:
+    """Take back stages queued on this worker, the first of ``keys`` and those after it.
+
+    All or nothing: ``False`` (and nothing changes) when the first has started or finished
+    here; the others continue from it or queue behind it, so none of them has started either.
+    A withdrawn stage that Dask still runs returns at once, skipped, without training.
+    """
+    with _lock:
+        if not keys or keys[0] in _STARTED or keys[0] in _FINISHED:
+            return False
+        for key in keys:
+            _remember(_WITHDRAWN, key)
+        return True
+
+
+async def withdraw_async(asks: Mapping[str, list[str]], dask_worker: Any = None) -> bool:
+    """:func:`withdraw` for ``Client.run`` (which passes ``dask_worker``): ``asks`` maps worker
+    addresses to their keys, so one broadcast serves several workers; each takes back its own."""
+    address = str(dask_worker.address) if dask_worker is not None else _worker_address()
+    return withdraw(list(asks.get(address, [])))
+
+
+def _claim(key: str) -> bool:
+    """Mark stage ``key`` started, unless the driver withdrew it first."""
+    with _lock:
+        if key in _WITHDRAWN:
+            return False
+        _remember(_STARTED, key)
+        return True
+
+
 def _take_control(key: str) -> list[Point]:
     with _lock:
         return _CONTROL.pop(key, [])
@@ -99,9 +144,7 @@ def _take_control(key: str) -> list[Point]:
 
 def _finish(key: str) -> list[Point]:
     with _lock:
-        _FINISHED[key] = None
-        while len(_FINISHED) > 10_000:
-            _FINISHED.popitem(last=False)
+        _remember(_FINISHED, key)
         return _CONTROL.pop(key, [])
 
 
@@ -249,6 +292,10 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
         key=spec.key, worker=_worker_address(), started=time.time(), finished=0.0,
         trained_steps=0, train_seconds=0.0, resumed_from="",
     )
+    if not _claim(spec.key):  # the driver took it back for another worker
+        report.skipped = True
+        report.finished = time.time()
+        return report
     if spec.chained and after and isinstance(after[0], StageReport) and (
         after[0].error is not None or after[0].skipped
     ):

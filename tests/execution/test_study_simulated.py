@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import pytest
 from distributed import Client, LocalCluster
 
@@ -197,6 +198,59 @@ def test_a_running_stage_saves_a_step_somebody_now_needs(client: Client, tmp_pat
     assert executed(log) == 300 + 50 == study.plan.stats().unique_steps
     node = study.plan.locate(study._plan_trial(first), 150)
     assert node is not None and 150 in node.checkpoints
+
+
+def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
+    client: Client, tmp_path: Path
+) -> None:
+    """Both workers are held in a stage; a third trial is queued behind the one with fewer steps
+    left. When the other worker finishes first, it takes that queued trial over: the trial's
+    result comes while the worker it was queued behind is still held, and nothing is trained
+    twice."""
+    logs = {name: str(tmp_path / f"{name}.log") for name in ("long", "short", "late")}
+    gates = {name: str(tmp_path / f"{name}.gate") for name in ("long", "short")}
+    long = hd.Trial(lr=seq.Constant(0.1), log=logs["long"], gate=[0, gates["long"]])
+    short = hd.Trial(lr=seq.Constant(0.2), log=logs["short"], gate=[0, gates["short"]])
+    late = hd.Trial(lr=seq.Constant(0.3), log=logs["late"])
+    study = hd.Study("withdraw", SimulatedTrainer, storage=str(tmp_path), client=client)
+
+    def held(name: str) -> bool:
+        return any(e.get("waiting") == 0 for e in read_log(logs[name]))
+
+    async def scenario() -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        first = asyncio.ensure_future(study.train(long, 40))
+        second = asyncio.ensure_future(study.train(short, 20))
+        await until(lambda: held("long") and held("short"), "both workers held at their first step")
+        third = asyncio.ensure_future(study.train(late, 10))
+        driver = study._driver
+        assert driver is not None
+        await until(lambda: any(len({driver._running[k].chain[0] for k in keys}) == 2
+                                for keys in driver._queued.values()),
+                    "the late trial queued behind a held worker")
+        Path(gates["long"]).touch()  # the worker with more steps left finishes first
+        done = await asyncio.wait_for(third, 60)
+        assert not second.done() and held("short"), "the short trial's worker is still held"
+        Path(gates["short"]).touch()
+        return await first, await second, done
+
+    async def main() -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        try:
+            return await scenario()
+        finally:
+            await study._close_driver()
+
+    with dask.config.set({"hippo.withdraw-after": 0}):
+        a, b, c = asyncio.run(main())
+    assert (a["score"], b["score"], c["score"]) == (
+        standalone(long, 40), standalone(short, 20), standalone(late, 10))
+    # It was queued behind the short trial's worker (fewer steps left) and ran on the other.
+    pid = {name: {e["pid"] for e in read_log(logs[name]) if "steps" in e} for name in logs}
+    assert pid["late"] == pid["long"] != pid["short"]
+    assert [executed(logs[n]) for n in ("long", "short", "late")] == [40, 20, 10]
+    # Its stage records: submitted behind the held worker and withdrawn, then run and done.
+    stages = study.metrics_store.read_stages(status=None)
+    mine = stages[stages["node"] == study._plan_trial(late).id]
+    assert sorted(mine["status"]) == ["cancelled", "done", "submitted", "submitted"]
 
 
 def test_workers_without_the_gpu_resource_are_a_clear_error(tmp_path: Path) -> None:
