@@ -17,6 +17,7 @@ __all__ = [
     "InvalidTrialError",
     "JournalError",
     "StorageError",
+    "TrialFailedError",
 ]
 
 
@@ -54,3 +55,13 @@ class CorruptCheckpointError(HippoError, ValueError):
 
 class StorageError(HippoError, OSError):
     """Storage could not be reached or written."""
+
+
+class TrialFailedError(HippoError, RuntimeError):
+    """A stage a trial needs raised in the trainer; carries the worker's traceback."""
+
+    def __init__(self, message: str, *, exc_type: str, stage: str, worker_traceback: str) -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.stage = stage
+        self.worker_traceback = worker_traceback
