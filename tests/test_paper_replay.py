@@ -208,3 +208,31 @@ def test_a_new_root_saves_interval_checkpoints_at_its_peers_step_time() -> None:
     assert sorted(root_b.checkpoints) == [4, 8, 12, 16, 20]
     snap = study.snapshot()
     assert (snap.executed_steps, snap.unique_steps) == (48, 48)
+
+
+@pytest.mark.parametrize(("withdraw_after", "expected"), [(5.0, 110.0), (None, 120.0)])
+def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
+    withdraw_after: float | None, expected: float
+) -> None:
+    # At t = 50 worker 0 is half-way through a's 100 steps and worker 1 starts b's 60: c goes
+    # behind b (60 steps left against 100 by the steps count, though a ends first). At t = 100
+    # worker 0 is idle with 10 s of b still ahead of c, so c is taken back and runs there:
+    # done at 110 instead of 120 after b, and nothing is trained twice.
+    a, b, c, d = (hd.Trial(lr=seq.Constant(0.1), x=i) for i in range(4))
+    study = VirtualStudy(workers=2, metrics=by_step, seconds=unit_seconds,
+                         checkpoint_interval=None, withdraw_after=withdraw_after)
+
+    async def tuner() -> float:
+        first = asyncio.ensure_future(study.train(a, 100))
+        await study.train(d, 50)
+        second = asyncio.ensure_future(study.train(b, 60))
+        await study.train(c, 10)
+        done = study.now
+        await first
+        await second
+        return done
+
+    assert run_virtual(tuner()) == pytest.approx(expected)
+    snap = study.snapshot()
+    assert snap.time == pytest.approx(expected)  # c was the last to finish either way
+    assert (snap.executed_steps, snap.unique_steps, snap.stages) == (220, 220, 4)
