@@ -98,8 +98,8 @@ def _place(frame: pd.DataFrame, now: float, active: set[str]) -> None:
         ends = finished[order]
         free = np.fmax(submitted[order], np.concatenate(([np.nan], np.fmax.accumulate(ends)[:-1])))
         for position, row in enumerate(order):
-            if np.isnan(started[row]):
-                started[row] = free[position]
+            if np.isnan(started[row]):  # a withdrawn one never started: no width at its end
+                started[row] = np.fmin(free[position], finished[row])
             if status[row] == SUBMITTED:  # the first open one of this writer on this worker
                 heads.setdefault(str(worker), []).append((submitted[row], row))
                 break

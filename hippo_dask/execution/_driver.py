@@ -153,6 +153,7 @@ class Driver(Placement, Submission, Reports):
         self._flusher: asyncio.Task[None] | None = None  # retrying the journal during an outage
         self._unjournaled: list[tuple[Node, int]] = []  # results waiting for that
         self._withdrawing = False  # asking busy workers for queued chains back
+        self._withdrawal: asyncio.Task[None] | None = None  # that request, while it runs
 
     # -- what tuners call ---------------------------------------------------------------------
 

@@ -204,7 +204,7 @@ class Placement(DriverState):
         if not asks:
             return False
         self._withdrawing = True
-        self.loop.create_task(self._withdraw(asks))
+        self._withdrawal = self.loop.create_task(self._withdraw(asks))
         return True
 
     async def _withdraw(self, asks: dict[str, list[str]]) -> None:
@@ -218,13 +218,33 @@ class Placement(DriverState):
             self._withdrawing = False
         if self._closed:
             return
+        try:
+            self._took_back(asks, answers)
+        except Exception as exc:  # noqa: BLE001 - never leave a waiter hanging
+            logger.exception("taking back queued stages failed; stopping the study")
+            self._fail_everyone(exc)
+            return
+        self.kick()
+
+    def _took_back(self, asks: dict[str, list[str]], answers: dict[str, Any]) -> None:
+        """Forget what the workers gave back; mark what they refused as started.
+
+        A worker that gave back a stage skips it, and every stage after it on that worker
+        depends on it (they continue from it, or from one another), so they are all forgotten
+        here, including those chained onto it while the driver was asking. Their futures are
+        not cancelled: Dask would cancel, with them, the same stage another driver on this
+        client waits for (a shared key) and the stages depending on them, which reads as a
+        worker lost. Each ends on its worker with a skipped report, which nobody reads.
+        """
         now = time.monotonic()
         taken: list[Running] = []
         for worker, keys in asks.items():
+            queue = self._queued.get(worker, [])
             if answers.get(worker) is True:
-                gone = set(keys)
-                taken += [r for k in keys if (r := self._running.pop(k, None)) is not None]
-                self._queued[worker] = [k for k in self._queued.get(worker, []) if k not in gone]
+                if keys[0] in queue:
+                    cut = queue.index(keys[0])
+                    taken += [r for k in queue[cut:] if (r := self._running.pop(k, None)) is not None]
+                    self._queued[worker] = queue[:cut]
             elif (r := self._running.get(keys[0])) is not None:
                 r.lookahead = False  # it has started (or its worker left): ask no more
                 r.began = r.began if r.began is not None else now
@@ -232,9 +252,7 @@ class Placement(DriverState):
             self._renew_key(r.key)
             self._ended(r, CANCELLED)
         if taken:
-            self.client.cancel([r.future for r in taken])
             logger.info("took back %d queued stage(s) for idle workers", len(taken))
-        self.kick()
 
     def _cover_pending_with_running(self, wanted: list[tuple[Node, int]]) -> set[tuple[Node, int]]:
         """Requests a running stage passes: ask it to evaluate there too."""

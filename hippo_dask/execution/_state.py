@@ -63,6 +63,7 @@ class DriverState:
     _deadlines: dict[str, tuple[float, float] | None]
     _closing: set[str]
     _withdrawing: bool
+    _withdrawal: asyncio.Task[None] | None
 
     # -- defined by Driver ----------------------------------------------------------------------
     def kick(self) -> None:

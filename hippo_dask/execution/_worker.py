@@ -129,9 +129,11 @@ async def withdraw_async(asks: Mapping[str, list[str]], dask_worker: Any = None)
 
 
 def _claim(key: str) -> bool:
-    """Mark stage ``key`` started, unless the driver withdrew it first."""
+    """Mark stage ``key`` started, unless the driver withdrew it first (then it is skipped
+    once: a later submission of the same key, by another driver, runs)."""
     with _lock:
         if key in _WITHDRAWN:
+            del _WITHDRAWN[key]
             return False
         _remember(_STARTED, key)
         return True

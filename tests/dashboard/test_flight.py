@@ -93,3 +93,16 @@ def test_open_stages_of_a_silent_writer_are_stale_and_workers_run_one_stage() ->
     got = {str(r.node): str(r.status) for r in out.itertuples()}
     # two drivers queue on worker x: the first submitted runs, the other waits for the slot
     assert got == {"a": "stale", "b": "running", "c": "queued"}
+
+
+def test_a_stage_taken_back_before_it_started_has_no_width_where_it_ended() -> None:
+    # b was queued behind a on x and taken back at 103 (no start known) while a ran until 108:
+    # its bar ends where it was cancelled and starts there, not at a's end after it.
+    frame = records(
+        ("w", "a", 0, 10, 100.0, NAN, "x", "submitted"),
+        ("w", "b", 10, 20, 100.5, NAN, "x", "submitted"),
+        ("w", "b", 10, 20, NAN, 103.0, "x", "cancelled"),
+        ("w", "a", 0, 10, 100.2, 108.0, "x", "done"),
+    )
+    out = stage_attempts(frame, now=110.0, active={"w"})
+    assert same(view(out), [("a", "done", 100.2, 108.0), ("b", "cancelled", 103.0, 103.0)])

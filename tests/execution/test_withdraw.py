@@ -7,6 +7,8 @@ import uuid
 from types import SimpleNamespace
 
 from hippo_dask.execution import _worker
+from hippo_dask.execution._placement import Placement
+from hippo_dask.execution._running import Running
 
 
 def keys(n: int) -> list[str]:
@@ -44,3 +46,44 @@ def test_one_broadcast_serves_several_workers_each_taking_its_own() -> None:
     assert not _worker._claim(mine) and _worker._claim(theirs)
     nobody = SimpleNamespace(address="tcp://10.0.0.3:1")
     assert not asyncio.run(_worker.withdraw_async(asks, dask_worker=nobody))
+
+
+def test_a_withdrawn_key_is_skipped_once_then_runs_if_submitted_again() -> None:
+    (key,) = keys(1)
+    assert _worker.withdraw([key])
+    assert not _worker._claim(key)  # the withdrawn attempt
+    assert _worker._claim(key)  # the same key from another driver later: it runs
+
+
+class Book(Placement):
+    """The driver's state that taking back stages touches, without a cluster (no client:
+    using one would fail)."""
+
+    def __init__(self, queue: list[str]) -> None:
+        self._queued = {"w": list(queue)}
+        self._running = {k: Running(k, None, 0, 1, "w", {}, None) for k in queue}  # type: ignore[arg-type]
+        self._attempts = {}
+        self.ended: list[tuple[str, str]] = []
+
+    def _renew_key(self, key: str) -> None:
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+
+    def _ended(self, running: Running, status: str, report: object = None, **_: object) -> None:
+        self.ended.append((running.key, status))
+
+
+def test_what_a_worker_gave_back_is_forgotten_with_what_was_chained_onto_it_meanwhile() -> None:
+    # a runs; b1 -> b2 was queued behind it; c was chained onto b2 while the driver asked.
+    book = Book(["a", "b1", "b2", "c"])
+    book._took_back({"w": ["b1", "b2"]}, {"w": True})
+    assert book._queued == {"w": ["a"]} and list(book._running) == ["a"]
+    assert book.ended == [("b1", "cancelled"), ("b2", "cancelled"), ("c", "cancelled")]
+    assert book._attempts == {"b1": 1, "b2": 1, "c": 1}  # planned again under new keys
+
+
+def test_a_refusal_marks_the_chain_started_so_it_is_not_asked_again() -> None:
+    book = Book(["a", "b1"])
+    book._running["b1"].lookahead = True
+    book._took_back({"w": ["b1"]}, {"w": False})
+    assert list(book._running) == ["a", "b1"] and book.ended == []
+    assert not book._running["b1"].lookahead and book._running["b1"].began is not None
