@@ -106,8 +106,8 @@ class Placement(DriverState):
 
     def _ahead(self, worker: str) -> float:
         """Estimated seconds of the work already queued on ``worker`` (all of the running stage)."""
-        return sum((r.stop - r.start) * r.node.profile()
-                   for k in self._queued.get(worker, []) if (r := self._running.get(k)) is not None)
+        return sum(r.seconds() for k in self._queued.get(worker, [])
+                   if (r := self._running.get(k)) is not None)
 
     def _fit(self, chain: list[Stage], worker: str) -> list[Stage]:
         left, lifetime = self._left(worker)
@@ -192,15 +192,11 @@ class Placement(DriverState):
             for i, key in enumerate(keys):
                 r = self._running[key]
                 if r.lookahead and ahead >= self.withdraw_after:
-                    seconds = sum((q.stop - q.start) * q.node.profile()
-                                  for q in (self._running[k] for k in keys[i:]))
+                    seconds = sum(self._running[k].seconds() for k in keys[i:])
                     if any(self._left(w)[0] >= seconds for w in idle):
                         asks[worker] = keys[i:]
                     break
-                estimate = (r.stop - r.start) * r.node.profile()
-                if r.began is not None:
-                    estimate = max(0.0, r.began + estimate - now)
-                ahead += estimate
+                ahead += r.seconds_left(now)
         if not asks:
             return False
         self._withdrawing = True

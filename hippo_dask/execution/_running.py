@@ -32,3 +32,14 @@ class Running:
     lookahead: bool = False
     #: When it started, as far as this driver can tell (``time.monotonic()``), else ``None``.
     began: float | None = None
+
+    def seconds(self) -> float:
+        """Its estimated training time: steps times the node's profiled seconds per step."""
+        return (self.stop - self.start) * self.node.profile()
+
+    def seconds_left(self, now: float) -> float:
+        """What is left of :meth:`seconds` at ``now`` (``time.monotonic()``): all of it until
+        it is known to have started."""
+        if self.began is None:
+            return self.seconds()
+        return max(0.0, self.began + self.seconds() - now)

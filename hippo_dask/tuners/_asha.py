@@ -39,9 +39,9 @@ class ASHA(StoppingTuner):
     on timing; a rerun would then promote other trials and train steps nobody asked for before.
     Here results are acted on in the order they would arrive if every step took the same time
     on ``max_concurrent`` workers, one per trial without a cap (a job costs the steps it adds;
-    ties go to the job started first). The requests themselves run concurrently as usual, but the decisions depend only
-    on the metrics and the seed: a rerun, or a resumed crashed run, makes exactly the same
-    requests and trains nothing again. When the real order differs, a finished result waits
+    ties go to the job started first). The requests themselves run concurrently as usual, but
+    the decisions depend only on the metrics and the seed: a rerun, or a resumed crashed run,
+    makes exactly the same requests and trains nothing again. When the real order differs, a finished result waits
     in memory for the ones the order puts before it.
 
     Requests in flight. With ``max_concurrent=None`` (the default) there is no cap: every

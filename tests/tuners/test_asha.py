@@ -50,15 +50,17 @@ def test_two_slots_act_in_equal_step_time_order() -> None:
     assert study.peak == 2
 
 
+def scrambled(trial: hd.Trial, steps: int) -> float:
+    """A metric whose ranking of trials is unrelated to their order, rising with steps."""
+    return ((name(trial) * 7919) % 101) / 100 + steps / 1000
+
+
 @pytest.mark.parametrize("shuffle", range(6))
 def test_decisions_do_not_depend_on_which_request_finishes_first(shuffle: int) -> None:
-    def quality(trial: hd.Trial, steps: int) -> float:
-        return ((name(trial) * 7919) % 101) / 100 + steps / 1000
-
     reference = asha(40, max_steps=27, reduction=3, max_concurrent=5)
-    first = run(reference, FakeStudy(quality))
+    first = run(reference, FakeStudy(scrambled))
     tuner = asha(40, max_steps=27, reduction=3, max_concurrent=5)
-    study = run(tuner, FakeStudy(quality, shuffle=shuffle))
+    study = run(tuner, FakeStudy(scrambled, shuffle=shuffle))
     assert study.answered != first.answered  # really another order of completions
     assert study.requests == first.requests and decisions(tuner) == decisions(reference)
     assert study.peak == 5
@@ -88,13 +90,10 @@ def test_no_cap_by_default_every_trial_starts_at_once() -> None:
 
 @pytest.mark.parametrize("shuffle", range(4))
 def test_no_cap_decides_as_a_cap_of_n_trials_whatever_finishes_first(shuffle: int) -> None:
-    def quality(trial: hd.Trial, steps: int) -> float:
-        return ((name(trial) * 7919) % 101) / 100 + steps / 1000
-
     reference = asha(40, max_steps=27, reduction=3, max_concurrent=40)
-    first = run(reference, FakeStudy(quality))
+    first = run(reference, FakeStudy(scrambled))
     tuner = asha(40, max_steps=27, reduction=3)
-    study = run(tuner, FakeStudy(quality, shuffle=shuffle))
+    study = run(tuner, FakeStudy(scrambled, shuffle=shuffle))
     assert study.answered != first.answered
     assert study.requests == first.requests and decisions(tuner) == decisions(reference)
     assert study.peak == 40  # every trial in flight, not the old fixed 8
