@@ -50,18 +50,20 @@ TRAIN_SIZE: Final = 1500
 OPTIMIZERS: Final = ("sgd", "sgd_momentum", "adam")
 """Values of the ``"optimizer"`` config key."""
 
-_CONFIG_KEYS: Final = frozenset({"optimizer", "seed", "width", "dropout"})
+_CONFIG_KEYS: Final = frozenset({"optimizer", "seed", "width", "dropout", "device"})
 _HP_KEYS: Final = frozenset({"lr", "batch_size", "momentum"})
 _STATE_VERSION: Final = 1
 
 
 @functools.cache
-def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The digits as ``(x_train, y_train, x_val, y_val)``, loaded once per process.
+def digits_data(device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits as ``(x_train, y_train, x_val, y_val)`` on ``device``, loaded once per process.
 
     Images are ``float32`` of shape ``(n, 1, 8, 8)`` scaled to ``[0, 1]``; labels are ``int64``.
     The tensors are shared by every trainer in the process: do not modify them.
     """
+    if device != "cpu":
+        return tuple(t.to(device) for t in digits_data())  # type: ignore[return-value]
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -114,7 +116,10 @@ class DigitsTrainer(Trainer):
         Fixed values: ``"optimizer"`` (``"sgd"``, ``"sgd_momentum"`` or ``"adam"``, required),
         ``"seed"`` (int in ``[0, 2**32)``, default 0; decides initial weights, data order and
         dropout), ``"width"`` (int >= 1, default 8) and ``"dropout"`` (float in ``[0, 1)``,
-        default 0.0).
+        default 0.0), ``"device"`` (a torch device such as ``"cuda"``, default ``"cpu"``: model,
+        optimizer state and data live there; on CUDA the trainer turns on PyTorch's
+        deterministic algorithms, which needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the
+        workers' environment).
 
     Notes
     -----
@@ -161,10 +166,15 @@ class DigitsTrainer(Trainer):
         dropout = float(self.config.get("dropout", 0.0))
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"The value of `dropout` is {dropout!r}, but must be in [0, 1).")
+        self.device = str(self.config.get("device", "cpu"))
+        if self.device.startswith("cuda"):
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True)
 
         self._rng = _seeded_rng(self.seed)
         with self._own_rng():
-            self.model = DigitsCNN(width, dropout)
+            self.model = DigitsCNN(width, dropout).to(self.device)
         self.optimizer = self._make_optimizer()
         self.order = DataOrder(TRAIN_SIZE, self.seed)
         self.steps = 0
@@ -234,12 +244,12 @@ class DigitsTrainer(Trainer):
                 f"DigitsTrainer.train needs {sorted(missing)} first: call "
                 "setup({'lr': 0.1, 'batch_size': 64}) before training."
             )
-        x_train, y_train, _, _ = digits_data()
+        x_train, y_train, _, _ = digits_data(self.device)
         batch_size = int(self.hp.get("batch_size", 1))
         self.model.train()
         with self._own_rng():
             for _ in range(steps):
-                index = torch.from_numpy(self.order.next_batch(batch_size))
+                index = torch.from_numpy(self.order.next_batch(batch_size)).to(self.device)
                 loss = F.cross_entropy(self.model(x_train[index]), y_train[index])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
@@ -248,7 +258,7 @@ class DigitsTrainer(Trainer):
 
     def evaluate(self) -> dict[str, float]:
         """Validation accuracy and mean cross-entropy; changes nothing training depends on."""
-        _, _, x_val, y_val = digits_data()
+        _, _, x_val, y_val = digits_data(self.device)
         self.model.eval()
         try:
             with torch.no_grad():
@@ -316,7 +326,9 @@ def _seeded_rng(seed: int) -> dict[str, Any]:
     try:
         random.seed(seed)
         np.random.seed(seed)
-        torch.default_generator.manual_seed(seed)  # CPU only: the trainer never uses CUDA
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)  # dropout on a "cuda" device draws from these
         return capture_rng()
     finally:
         restore_rng(outer)
