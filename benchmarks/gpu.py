@@ -61,6 +61,12 @@ def listening(pids: list[int]) -> list[dict[str, Any]]:
     return found
 
 
+def warm_data(device: str) -> None:
+    """Load the digits onto ``device`` in this worker (returns nothing: CUDA tensors do not
+    travel back to the client)."""
+    digits_data(device)
+
+
 def space(device: str) -> hd.GridSpace:
     """12 trials whose learning-rate and batch-size schedules share prefixes (merge rate ~2)."""
     return hd.GridSpace(
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["sockets_all_loopback"] = bool(sockets) and all(
             s["host"].startswith(LOOPBACK) for s in sockets)
 
-        client.run(digits_data, args.device)  # warm: data on every GPU, CUDA context made
+        client.run(warm_data, args.device)  # the data on every GPU, CUDA contexts made
         study_run(client, args.device, 2, sharing=False)  # warm: imports, kernels, first steps
         shared_s, shared = study_run(client, args.device, args.steps, sharing=True)
         alone_s, alone = study_run(client, args.device, args.steps, sharing=False)
