@@ -39,6 +39,7 @@ from typing import IO, Any, Final
 import numpy as np
 import torch
 
+from hippo_dask._floors import check_torch_loads_safely
 from hippo_dask.errors import CorruptCheckpointError
 
 __all__ = [
@@ -501,8 +502,12 @@ def load_state(fileobj: IO[bytes], *, name: str | None = None) -> dict[str, Any]
         If loading would need a global that is not allowed (torch's own plus
         :data:`SAFE_GLOBALS`), i.e. the file would run code, or if the file is not a readable
         ``torch.save`` file, or does not hold a dict.
+    DependencyError
+        If the installed torch is older than :data:`hippo_dask._floors.TORCH_FLOOR`, whose
+        ``weights_only`` loading crafted files could bypass; nothing is read then.
     """
     where = f"checkpoint {name}" if name else "checkpoint"
+    check_torch_loads_safely(where)
     try:
         with safe_globals():
             state = torch.load(fileobj, map_location="cpu", weights_only=True)
