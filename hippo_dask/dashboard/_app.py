@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import html
 import logging
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent
+from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, escape
 from hippo_dask.errors import HippoError
 from hippo_dask.dashboard._curves import CurvesView
 from hippo_dask.dashboard._lanes import WorkerLanesView
@@ -118,8 +117,8 @@ def header_html(snapshot: StudySnapshot) -> str:
         'align-items: baseline; gap: 14px; width: 100%; box-sizing: border-box; '
         'background: #f4f7fb; border-radius: 6px; padding: 8px 12px;">'
         '<span style="font-size: 20px; font-weight: 700;">hippo-dask</span>'
-        f'<span style="font-size: 18px;">study <b data-hippo="study">{html.escape(snapshot.name)}</b></span>'
-        f'<span style="font-size: 12px; color: {COLORS["muted"]};">{html.escape(snapshot.root)}</span>'
+        f'<span style="font-size: 18px;">study <b data-hippo="study">{escape(snapshot.name)}</b></span>'
+        f'<span style="font-size: 12px; color: {COLORS["muted"]};">{escape(snapshot.root)}</span>'
         f'<span style="font-size: 12px; padding: 1px 8px; border-radius: 9px; color: white; '
         f'background: {state[1]};" data-hippo="state">{state[0]}</span>'
         f'<span style="font-size: 12px; color: {COLORS["muted"]};">read at {stamp}</span></div>'

@@ -4,10 +4,21 @@ The pattern is distributed's dashboard components: ``source`` is a ``ColumnDataS
 glyphs draw from, ``root`` the Bokeh model to put in a layout, and ``update()`` rewrites
 ``source.data`` from the newest :class:`~hippo_dask.dashboard.StudySnapshot`. Tests call
 ``update()`` and read ``source.data``; the server calls it from a periodic callback.
+
+Every string a user or a storage record controls (study, metric and hyper-parameter names and
+values, error texts, worker names) reaches the page in one of three ways, and only the first
+interprets HTML:
+
+- HTML sinks: a ``Div``'s ``text``, a tooltip field marked ``{safe}``, ``_repr_html_``. What
+  goes there is built from :func:`escape`-d parts only.
+- Tooltip fields without ``{safe}`` (``@label``): BokehJS escapes them itself.
+- Canvas text (titles, axis and tick labels, legends, glyph text) and widget labels: drawn as
+  text, never parsed.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
@@ -16,7 +27,7 @@ if TYPE_CHECKING:
     from hippo_dask.dashboard._reader import StudyReader
     from hippo_dask.dashboard._snapshot import StudySnapshot
 
-__all__ = ["COLORS", "PALETTE", "DashboardComponent", "replace_data"]
+__all__ = ["COLORS", "PALETTE", "DashboardComponent", "escape", "replace_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,16 @@ PALETTE = (
 """Categorical colours (one per root of the plan, i.e. per family of fixed values)."""
 
 FONT = "Inter, 'Helvetica Neue', Helvetica, Arial, sans-serif"
+
+
+def escape(value: object) -> str:
+    """``value`` as HTML that shows it literally: ``&``, ``<``, ``>`` and both quotes become
+    entities, so ``<img src=x onerror=...>`` in a metric name is text, not an element.
+
+    >>> escape('<img src=x onerror="go()">')
+    '&lt;img src=x onerror=&quot;go()&quot;&gt;'
+    """
+    return html.escape(str(value), quote=True)
 
 
 def style_figure(fig: Any) -> None:

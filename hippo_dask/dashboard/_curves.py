@@ -44,7 +44,7 @@ class CurvesView(DashboardComponent):
     Sources
     -------
     source
-        One line per node: ``xs, ys, node, config``.
+        One line per node: ``xs, ys, node, config`` (``config``: HTML of escaped parts).
     best_source
         The best trial's path: ``xs, ys, node``; ``best_point`` its final value.
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hippo_dask.dashboard._app import DEFAULT_INTERVAL, PANELS, ROUTES, StudyDashboard
+from hippo_dask.dashboard._base import escape
 from hippo_dask.dashboard._reader import StudyReader, open_study
 
 if TYPE_CHECKING:
@@ -94,8 +95,9 @@ class DashboardServer:
         return f"<DashboardServer {self.reader.name!r} at {self.url}>"
 
     def _repr_html_(self) -> str:
-        return (f'hippo-dask dashboard of study <b>{self.reader.name}</b>: '
-                f'<a href="{self.url}" target="_blank">{self.url}</a>')
+        url = escape(self.url)
+        return (f'hippo-dask dashboard of study <b>{escape(self.reader.name)}</b>: '
+                f'<a href="{url}" target="_blank">{url}</a>')
 
 
 def _build_server(reader: StudyReader, host: str, port: int, interval: float,

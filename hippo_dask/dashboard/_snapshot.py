@@ -30,7 +30,6 @@ Node statuses come from storage only, never from the scheduler:
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
+from hippo_dask.dashboard._base import escape
 from hippo_dask.dashboard._flight import QUEUED, RUNNING, has_submissions, stage_attempts
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.storage._records import BASE_COLUMNS, DONE, FAILED
@@ -252,8 +252,8 @@ def _shown_config(trial: Trial) -> dict[str, Any]:
 
 
 def _describe(values: Mapping[str, Any]) -> str:
-    """HTML lines ``name = value`` for a hover tooltip, escaped."""
-    return "<br>".join(f"{html.escape(k)} = {html.escape(repr(v))}" for k, v in values.items())
+    """HTML lines ``name = value`` for a hover tooltip (a ``{safe}`` field), escaped."""
+    return "<br>".join(f"{escape(k)} = {escape(repr(v))}" for k, v in values.items())
 
 
 def _layout_rows(nodes: list[Node]) -> dict[int, int]:

@@ -35,7 +35,7 @@ TOOLTIP = """
   <hr style="margin: 3px 0;">
   <div>checkpoints: @checkpoints</div>
   <div>requests end at: @requests</div>
-  <div>metrics @metrics{{safe}}</div>
+  <div>metrics @metrics</div>
   <div>@speed</div>
 </div>
 """.format(font=FONT)
@@ -55,7 +55,8 @@ class StageTreeView(DashboardComponent):
     -------
     source
         One row per node: ``id, parent, start, extent, trained, row, label, status, color,
-        config, branch, checkpoints, requests, metrics, speed``.
+        config, branch, checkpoints, requests, metrics, speed``. ``config`` and ``branch`` are
+        HTML built from escaped parts (the tooltip shows them ``{safe}``); the rest is text.
     edges
         One row per parent-child link: ``x0, y0, x1, y1, child, critical``.
     critical
