@@ -17,6 +17,7 @@ __all__ = [
     "InvalidTrialError",
     "JournalError",
     "StorageError",
+    "StudyNotFoundError",
     "TrialFailedError",
 ]
 
@@ -43,6 +44,10 @@ class InvalidTrialError(HippoError, ValueError):
 
 class JournalError(HippoError, OSError):
     """The search plan's journal could not be read or written."""
+
+
+class StudyNotFoundError(HippoError, FileNotFoundError):
+    """A storage URL holds no study, or not the study asked for; the message says what it holds."""
 
 
 class CheckpointNotFoundError(HippoError, FileNotFoundError):

@@ -7,9 +7,11 @@ concurrent writer. Each :meth:`StudyReader.refresh` takes in only the journal se
 metric rows that are new since the last one, and returns an immutable
 :class:`~hippo_dask.dashboard.StudySnapshot` that every dashboard component draws from.
 
-The reader replays the journal itself (with the plan's public methods) rather than opening the
-plan with :meth:`SearchPlan.open`, because the dashboard needs what the plan does not keep: which
-trial each request came from, for per-trial curves, savings and early-stopped trials.
+The reader opens the plan read-only with :meth:`SearchPlan.open`, so it applies the journal by
+the same rules as every other reader (a bad record is skipped with a warning naming its segment
+and line; records merge the same whatever order they are found in), and takes which trial each
+request came from (per-trial curves, savings, early-stopped trials) from
+:attr:`SearchPlan.requests_by_tag`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any
 
 import fsspec
 
-from hippo_dask.errors import HippoError, JournalError, StorageError
-from hippo_dask.plan import Journal, SearchPlan
+from hippo_dask.errors import JournalError, StorageError, StudyNotFoundError
+from hippo_dask.plan import SearchPlan
 from hippo_dask.trial import Trial
 
 from hippo_dask.dashboard._snapshot import StudySnapshot, take_snapshot
@@ -31,12 +33,6 @@ from hippo_dask.dashboard._snapshot import StudySnapshot, take_snapshot
 __all__ = ["StudyNotFoundError", "StudyReader", "find_studies", "open_study"]
 
 logger = logging.getLogger(__name__)
-
-Record = dict[str, Any]
-
-
-class StudyNotFoundError(HippoError, FileNotFoundError):
-    """A storage URL holds no study, or not the study asked for; the message lists what it holds."""
 
 
 def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
@@ -181,13 +177,7 @@ class StudyReader:
         self.root = root.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.name = self.root.rsplit("/", 1)[-1]
-        self._journal = Journal(self.root, storage_options)
-        self.plan = SearchPlan()
-        self.requests: dict[str, tuple[Trial, int]] = {}
-        """By request tag (the tuner's trial id): the planned trial and the most steps asked."""
-        self._trials: dict[str, Trial] = {}
-        self._waiting: list[Record] = []
-        self._sessions: set[str] = set()
+        self.plan = SearchPlan.open(self.root, storage_options, read_only=True)
         self.metrics = MetricsStore(f"{self.root}/metrics.zarr", storage_options)
         self._lock = threading.Lock()
         self._snapshot: StudySnapshot | None = None
@@ -198,61 +188,26 @@ class StudyReader:
 
     # -- the journal
 
+    @property
+    def requests(self) -> dict[str, tuple[Trial, int]]:
+        """By request tag (the tuner's trial id): the planned trial and the most steps asked."""
+        return self.plan.requests_by_tag
+
     def _replay(self) -> int:
         """Apply journal records written since the last look; returns how many."""
-        records = self._waiting + list(self._journal.read_new())
-        self._waiting = []
-        for record in records:  # requests first: they build the nodes the others refer to
-            if record.get("op") == "request":
-                self._request(record)
-        for record in records:
-            if record.get("op") != "request":
-                self._state(record)
-        return len(records)
-
-    def _request(self, record: Record) -> None:
-        trial = self._trials.get(str(record["id"]))
-        if trial is None:
-            trial = Trial.from_dict(record["trial"])
-            self._trials[str(record["id"])] = trial
-        steps, tag = int(record["steps"]), str(record["tag"])
-        self.plan.add(trial, steps, tag=tag)
-        known = self.requests.get(tag)
-        if known is None or steps > known[1]:
-            self.requests[tag] = (trial, steps)
-
-    def _state(self, record: Record) -> None:
-        trial = self._trials.get(str(record.get("trial")))
-        if trial is None:  # its request is in a segment not listed yet
-            self._waiting.append(record)
-            return
-        op, step = record.get("op"), int(record.get("step", 0))
-        node = self.plan.locate(trial, max(step, 1))
-        if node is None:
-            logger.debug("dashboard: journal record %r names a state outside the plan", op)
-            return
-        try:
-            if op == "checkpoint":
-                self.plan.record_checkpoint(node, step, str(record["uri"]))
-            elif op == "forget":
-                self.plan.forget_checkpoint(node, step)
-            elif op == "metrics":
-                self.plan.record_metrics(node, step, record["values"])
-            elif op == "profile":
-                self.plan.record_profile(node, float(record["seconds"]))
-            else:
-                logger.debug("dashboard: unknown journal record %r ignored", op)
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("dashboard: journal record %r ignored: %s", op, exc)
+        return self.plan.refresh()
 
     def _last_session_start(self) -> float | None:
         """Unix time the newest journal session began (segment names start with its clock)."""
+        journal = self.plan.journal
+        if journal is None:
+            return None
         try:
-            names = self._journal.fs.ls(self._journal.folder, detail=False, refresh=True)
+            names = journal.fs.ls(journal.folder, detail=False, refresh=True)
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
-            raise JournalError(f"cannot list {self._journal.folder}: {exc}") from None
+            raise JournalError(f"cannot list {journal.folder}: {exc}") from None
         stamps = []
         for entry in names:
             head = str(entry).rsplit("/", 1)[-1].split("-", 1)[0]

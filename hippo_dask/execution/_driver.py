@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hippo_dask._settings import setting
-from hippo_dask.errors import HippoError, TrialFailedError
+from hippo_dask.errors import HippoError, JournalError, TrialFailedError
 from hippo_dask.execution._placement import Placement, fitting, worker_deadline
 from hippo_dask.execution._recorder import Recorder
 from hippo_dask.execution._reports import Reports
@@ -151,6 +151,7 @@ class Driver(Placement, Submission, Reports):
         self._id = uuid.uuid4().hex[:12]
         self._demand: tuple[int, float] | None = None  # last published (workers, when)
         self._flusher: asyncio.Task[None] | None = None  # retrying the journal during an outage
+        self._unreadable_since: float | None = None  # journal reads failing since (monotonic)
         self._unjournaled: list[tuple[Node, int]] = []  # results waiting for that
         self._withdrawing = False  # asking busy workers for queued chains back
         self._withdrawal: asyncio.Task[None] | None = None  # that request, while it runs
@@ -177,7 +178,7 @@ class Driver(Placement, Submission, Reports):
         if not self._kicked and not self._closed:
             self._kicked = True
             self.loop.call_soon(self._schedule_now)
-        if self._heartbeat is None and not self._closed:
+        if (self._heartbeat is None or self._heartbeat.done()) and not self._closed:
             self._heartbeat = self.loop.create_task(self._beat())
 
     async def _beat(self) -> None:
@@ -186,24 +187,63 @@ class Driver(Placement, Submission, Reports):
         last_refresh = self.loop.time()
         while not self._closed:
             await asyncio.sleep(_HEARTBEAT)
-            if not self._waiters:
-                continue
-            if self.loop.time() - last_refresh >= self.refresh_interval:
-                last_refresh = self.loop.time()
-                self._refresh()
-            self.kick()
+            try:
+                last_refresh = self._look(last_refresh)
+            except Exception:  # a dead heartbeat would leave waiters hanging
+                logger.exception("the driver's heartbeat failed")
+                self._fail_everyone(TrialFailedError(
+                    "the hippo_dask driver's heartbeat failed; see the log",
+                    exc_type="SchedulerError", stage="", worker_traceback=tb_module.format_exc()))
+
+    def _look(self, last_refresh: float) -> float:
+        """One beat: read the journal when due and schedule; returns when it last read."""
+        if not self._waiters:
+            return last_refresh
+        if self.loop.time() - last_refresh >= self.refresh_interval:
+            last_refresh = self.loop.time()
+            self._refresh()
+        self.kick()
+        return last_refresh
 
     def _refresh(self) -> None:
-        """Take in what other processes journaled; answer whoever it answers."""
+        """Take in what other processes journaled; answer whoever it answers.
+
+        Never dies silently. The plan skips a bad record with a warning and goes on. Storage that
+        cannot be read is tried again at the next beat, for up to the storage timeout; past it,
+        or on any other failure, every waiter gets a clear error (the study stops) instead of
+        waiting for records nobody will read.
+        """
         try:
-            if not self.plan.refresh():
-                return
+            changed = self.plan.refresh()
         except OSError as exc:
-            logger.warning("could not read other writers' journal records: %s", exc)
+            now = time.monotonic()
+            since = self._unreadable_since = self._unreadable_since or now
+            if now - since < self.storage_timeout:
+                logger.warning("could not read other writers' journal records (trying again): "
+                               "%s", exc)
+                return
+            self._stop_reading(JournalError(
+                f"the plan journal of {self.plan.url} could not be read for "
+                f"{self.storage_timeout:.0f} s (hippo.storage-timeout): {exc}; the study "
+                "stopped, its journal is intact: run it again once the storage is back"))
+            return
+        except Exception as exc:  # a failed look must stop the study, loudly
+            logger.exception("could not take in the plan journal")
+            self._stop_reading(HippoError(
+                f"the driver could not take in the plan journal of {self.plan.url}: "
+                f"{type(exc).__name__}: {exc}; the study stopped (the log has the traceback). "
+                "If this is a HippoWarning, a warnings filter turned it into an error"))
+            return
+        self._unreadable_since = None
+        if not changed:
             return
         for node, step in list(self._waiters):
             if step in node.metrics:
                 self._resolve(node, step)
+
+    def _stop_reading(self, error: HippoError) -> None:
+        logger.error("%s", error)
+        self._fail_everyone(error)
 
     async def close(self) -> None:
         """Cancel what is still running, fail what is still waiting, write queued metrics."""

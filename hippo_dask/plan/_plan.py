@@ -9,20 +9,53 @@ In memory by default; :meth:`SearchPlan.open` backs it with a journal on any fss
 reopening replays the journal into an identical plan. The journal names states by a trial that
 passes through them and a step, never by node numbers, so records written by several processes
 (whose trees may have grown in different orders) replay into the same plan.
+
+How every reader applies the journal (the driver, gc, the dashboard, a fresh ``Study``: they all
+call :meth:`SearchPlan.refresh`):
+
+1. Each line is checked (:func:`hippo_dask.plan._records.parse`). One that cannot be applied (an
+   unknown record or sequence type, a user's own sequence class, a value nested too deeply, a
+   NaN or negative profile, a field of the wrong type) is skipped with a
+   :class:`~hippo_dask.errors.HippoWarning` naming its segment and line; the rest still apply.
+2. Requests first, then the other records of the batch. A record about a state the plan does not
+   hold yet (its request is in a segment not found yet) waits and is tried again at the next
+   refresh.
+3. Order does not matter. Readers find segments in different orders (a session that began earlier
+   can flush later), so records merge by rules that give the same result for every order
+   (:mod:`hippo_dask.plan._merge`): a ``forget`` is a tombstone of the checkpoint records it
+   names, and the newest measurement of a state wins. So any two readers that have read the same
+   segments answer every question about a state the same way: its metrics, its checkpoint,
+   whether a request is pending, and the plan's statistics. What may differ is only how the
+   states are grouped into nodes (which trial owns a node, node ids), which depends on the order
+   requests arrived in, as it does between writers.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import numbers
+import time
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-from hippo_dask.errors import InvalidTrialError
-from hippo_dask.plan._journal import Journal, Record
+from hippo_dask.errors import InvalidTrialError, StudyNotFoundError
+from hippo_dask.plan._journal import Journal, Position, Record, warn_record
+from hippo_dask.plan._merge import StateBook
+from hippo_dask.plan._records import (
+    NOWHERE,
+    BadRecord,
+    CheckpointRecord,
+    ForgetRecord,
+    MetricsRecord,
+    ProfileRecord,
+    RequestRecord,
+    StateRecord,
+    parse,
+)
 from hippo_dask.plan._trie import Node, Trie
 from hippo_dask.stages import StageTree, build_stage_tree
 from hippo_dask.trial import Trial
@@ -95,22 +128,69 @@ class SearchPlan:
         self._trie = Trie()
         self._trials: dict[str, Trial] = {}
         self._tags: dict[str, int] = {}
+        self._tagged: dict[str, tuple[Trial, int]] = {}
         self._requests = 0
+        self._max_steps = 0
         self._pending: set[tuple[Node, int]] = set()
         self._buffer: list[Record] = []
         self._journal: Journal | None = None
-        self._orphans: list[Record] = []
+        self._read_only = False
+        self._orphans: list[tuple[StateRecord, Position]] = []
+        self._book = StateBook()
+        self._session = f"{time.time_ns():020d}-memory"
+        self._ids = itertools.count()
+        self.since_snapshot = 0
+        """Journal records this plan applied or wrote since the snapshot it opened from (or since
+        it opened): what a new snapshot would save a reader from replaying."""
 
     # -- persistence -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> SearchPlan:
-        """The plan journaled under ``<url>/plan/``, replayed; created if there is none.
+    def open(
+        cls,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        create: bool = True,
+        read_only: bool = False,
+    ) -> SearchPlan:
+        """The plan journaled under ``<url>/plan/``, replayed (from its newest valid snapshot on).
 
-        ``storage_options`` go to fsspec (credentials, endpoints) and are never stored.
+        Parameters
+        ----------
+        url
+            The study root (a local path or any fsspec URL).
+        storage_options
+            Passed to fsspec (credentials, endpoints); never stored.
+        create
+            Start a new plan if there is none: create the local folder (on an object store
+            nothing is created, and the bucket must exist). Without, a URL holding no plan is a
+            :class:`~hippo_dask.errors.StudyNotFoundError` and nothing is created.
+        read_only
+            Never write to the journal (a dashboard); a missing journal reads as an empty plan.
+
+        Raises
+        ------
+        StudyNotFoundError
+            Without ``create``, if ``url`` holds no plan.
+        StorageError
+            If the URL's bucket does not exist (hippo_dask never creates buckets).
+        JournalError
+            If the storage cannot be read, or the folder cannot be created.
         """
+        journal = Journal(url, storage_options, create=create and not read_only)
+        if not create and not read_only:
+            journal.check_bucket()
+            if not journal.exists():
+                raise StudyNotFoundError(
+                    f"{url} holds no study: there is no search plan journal in {url}/plan. "
+                    "Pass the study's folder (<storage>/<name>, as given to Study(name, ..., "
+                    "storage=...)), or the storage root with the study's name"
+                )
         plan = cls()
-        plan._journal = Journal(url, storage_options)
+        plan._journal = journal
+        plan._read_only = read_only
+        plan._session = journal.session
         plan.refresh()
         return plan
 
@@ -120,29 +200,59 @@ class SearchPlan:
             self._journal.probe()
 
     @property
+    def journal(self) -> Journal | None:
+        """The journal this plan reads and writes, or ``None`` for an in-memory plan."""
+        return self._journal
+
+    @property
     def url(self) -> str | None:
         """The storage root, or ``None`` for an in-memory plan."""
         return None if self._journal is None else self._journal.url
 
     def refresh(self) -> int:
-        """Apply records other processes journaled since the last look; returns how many."""
+        """Apply records other processes journaled since the last look; returns how many lines
+        were read (records skipped as bad included; see the module's documentation)."""
         if self._journal is None:
             return 0
-        records = self._orphans + list(self._journal.read_new())
-        self._orphans = []
-        # Requests first: they build the nodes that the other records refer to.
-        for record in records:
-            if record.get("op") == "request":
-                self._apply_request(record)
-        for record in records:
-            if record.get("op") != "request":
-                self._apply_state(record)
-        return len(records)
+        return self._apply_lines(self._journal.read_new())
+
+    def _apply_lines(self, lines: Iterable[tuple[Any, Position]]) -> int:
+        states, self._orphans = self._orphans, []
+        count = 0
+        for value, position in lines:
+            count += 1
+            try:
+                record = parse(value, position, self._trials.get)
+            except BadRecord as exc:
+                self._skip(position, str(exc))
+                continue
+            if isinstance(record, RequestRecord):
+                # Requests first: they build the nodes that the other records refer to.
+                self._guarded(self._apply_request, record, position)
+            else:
+                states.append((record, position))
+        for state, position in states:
+            self._guarded(self._apply_state, state, position)
+        self.since_snapshot += count
+        return count
+
+    def _skip(self, position: Position, why: str) -> None:
+        folder = "(no journal)" if self._journal is None else self._journal.folder
+        warn_record(folder, position, f"record skipped: {why}", stacklevel=5)
+
+    def _guarded(self, apply: Any, record: Any, position: Position) -> None:
+        try:
+            apply(record, position)
+        except RecursionError:
+            self._skip(position, "it nests too deeply to apply")
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the others
+            self._skip(position, f"it cannot be applied: {type(exc).__name__}: {exc}")
 
     def flush(self) -> None:
         """Write the records since the last flush as one journal segment (no-op in memory)."""
         if self._journal is not None and self._buffer:
             self._journal.append(self._buffer)  # on failure the records stay buffered
+            self.since_snapshot += len(self._buffer)
             self._buffer = []
         elif self._journal is None:
             self._buffer.clear()
@@ -151,7 +261,7 @@ class SearchPlan:
         """Flush what is buffered."""
         self.flush()
 
-    def __enter__(self) -> SearchPlan:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -163,8 +273,11 @@ class SearchPlan:
         self.flush()
 
     def _log(self, record: Record) -> None:
-        if self._journal is not None:
+        if self._journal is not None and not self._read_only:
             self._buffer.append(record)
+
+    def _new_id(self) -> str:
+        return f"{self._session}.{next(self._ids):012d}"
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -192,42 +305,46 @@ class SearchPlan:
         if steps not in node.metrics:
             self._pending.add((node, steps))
         self._tags[tag] = max(self._tags.get(tag, 0), steps)
+        known = self._tagged.get(tag)
+        if known is None or (steps, known[0].id) > (known[1], trial.id):
+            self._tagged[tag] = (trial, steps)  # ties go to the smaller trial id, in any order
+        self._max_steps = max(self._max_steps, steps)
         self._requests += 1
         return Request(trial, steps, node, tag)
 
-    def _apply_request(self, record: Record) -> None:
-        trial = self._trials.get(record["id"])
-        if trial is None:
-            trial = Trial.from_dict(record["trial"])
-            if trial.id != record["id"]:
-                logger.warning("journal: trial id %s rebuilt as %s", record["id"], trial.id)
-        self._request(trial, int(record["steps"]), str(record["tag"]))
+    def _apply_request(self, record: RequestRecord, position: Position) -> None:
+        if record.trial.id != record.id:
+            logger.warning("journal: trial id %s rebuilt as %s", record.id, record.trial.id)
+        self._request(self._trials.get(record.trial.id, record.trial), record.steps, record.tag)
 
     def _state_node(self, trial_id: str, step: int) -> Node | None:
+        """The node holding the state after ``step`` steps of trial ``trial_id``, if the plan's
+        requests reach it (else the record waits for the request that does)."""
         trial = self._trials.get(trial_id)
-        if trial is None:
+        if trial is None or step > self._max_steps:
             return None
-        node = self._trie.place(trial, step, extend=False)
-        assert node is not None
+        node = self._trie.place(trial, step, create=False, extend=False)
+        if node is None or step > node.extent:
+            return None
         return node
 
-    def _apply_state(self, record: Record) -> None:
-        op = record.get("op")
-        step = int(record.get("step", 0))
-        node = self._state_node(str(record.get("trial")), step)
+    def _apply_state(self, record: StateRecord, position: Position) -> None:
+        node = self._state_node(record.trial, record.step)
         if node is None:
-            self._orphans.append(record)
+            self._orphans.append((record, position))
             return
-        if op == "checkpoint":
-            node.add_checkpoint(step, str(record["uri"]))
-        elif op == "forget":
-            node.remove_checkpoint(step)
-        elif op == "metrics":
-            self._set_metrics(node, step, record["values"])
-        elif op == "profile":
-            node.sec_per_step = float(record["seconds"])
-        else:
-            logger.warning("journal: unknown record %r ignored", op)
+        step = record.step
+        if isinstance(record, CheckpointRecord):
+            self._book.checkpoint(node, step, record.uri, record.id, record.position)
+        elif isinstance(record, ForgetRecord):
+            self._book.forget(node, step, record.ids, record.position)
+        elif isinstance(record, MetricsRecord):
+            if self._book.newer_metrics(node, step, record.values, record.stamp):
+                self._set_metrics(node, step, record.values)
+        elif isinstance(record, ProfileRecord) and self._book.newer_profile(
+            node, record.seconds, record.stamp
+        ):
+            node.sec_per_step = record.seconds
 
     # -- what the execution layer reports ------------------------------------------------------
 
@@ -238,14 +355,22 @@ class SearchPlan:
     def record_checkpoint(self, node: Node, step: int, uri: str) -> None:
         """The state after ``step`` steps along ``node``'s path is saved at ``uri``."""
         node = self._canonical(node, step)
-        node.add_checkpoint(step, uri)
-        self._log({"op": "checkpoint", "trial": node.owner.id, "step": step, "uri": uri})
+        record_id = self._new_id()
+        self._book.checkpoint(node, step, uri, record_id)
+        self._log({"op": "checkpoint", "trial": node.owner.id, "step": step, "uri": uri,
+                   "id": record_id})
 
     def forget_checkpoint(self, node: Node, step: int) -> None:
-        """The checkpoint at ``step`` is gone or bad: plan as if it never existed."""
+        """The checkpoint at ``step`` is gone or bad: plan as if it never existed.
+
+        Journaled as a tombstone of the checkpoint records this plan holds for that state, so
+        every reader forgets them whatever order it finds the records in; a checkpoint recorded
+        there again later is a new record, which this forget does not hide.
+        """
         node = self._canonical(node, step)
-        node.remove_checkpoint(step)
-        self._log({"op": "forget", "trial": node.owner.id, "step": step})
+        ids = self._book.live_ids(node, step)
+        self._book.forget(node, step, ids)
+        self._log({"op": "forget", "trial": node.owner.id, "step": step, "ids": ids})
 
     def record_metrics(self, node: Node, step: int, metrics: Mapping[str, Any]) -> None:
         """Metrics of the state after ``step`` steps along ``node``'s path (NaN allowed)."""
@@ -257,8 +382,11 @@ class SearchPlan:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"metric {name!r} must be a number, got {value!r}")
             values[name] = float(value)
-        self._set_metrics(node, step, values)
-        self._log({"op": "metrics", "trial": node.owner.id, "step": step, "values": values})
+        at = time.time_ns()
+        if self._book.newer_metrics(node, step, values, (at, *NOWHERE)):
+            self._set_metrics(node, step, values)
+        self._log({"op": "metrics", "trial": node.owner.id, "step": step, "values": values,
+                   "at": at})
 
     def _set_metrics(self, node: Node, step: int, values: Mapping[str, float]) -> None:
         node.metrics[step] = {k: float(v) for k, v in values.items()}
@@ -269,8 +397,11 @@ class SearchPlan:
         seconds = float(seconds_per_step)
         if not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"seconds_per_step must be finite and >= 0, got {seconds_per_step!r}")
-        node.sec_per_step = seconds
-        self._log({"op": "profile", "trial": node.owner.id, "step": node.start + 1, "seconds": seconds})
+        at = time.time_ns()
+        if self._book.newer_profile(node, seconds, (at, *NOWHERE)):
+            node.sec_per_step = seconds
+        self._log({"op": "profile", "trial": node.owner.id, "step": node.start + 1,
+                   "seconds": seconds, "at": at})
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -283,6 +414,12 @@ class SearchPlan:
     def trials(self) -> dict[str, Trial]:
         """Every trial ever requested, by id."""
         return dict(self._trials)
+
+    @property
+    def requests_by_tag(self) -> dict[str, tuple[Trial, int]]:
+        """By request tag (a tuner's trial id): the trial asked for the most steps under it, and
+        those steps (of two trials asked for as many, the one with the smaller id)."""
+        return dict(self._tagged)
 
     def locate(self, trial: Trial, steps: int) -> Node | None:
         """The node that holds ``trial``'s state after ``steps`` steps, if the plan has that path."""

@@ -54,19 +54,19 @@ class Node:
     """
 
     __slots__ = (
-        "id",
-        "parent",
-        "start",
-        "owner",
-        "depth",
-        "children",
-        "extent",
-        "checkpoints",
-        "checkpoint_steps",
-        "metrics",
-        "requests",
-        "_sec_per_step",
         "_profiles",
+        "_sec_per_step",
+        "checkpoint_steps",
+        "checkpoints",
+        "children",
+        "depth",
+        "extent",
+        "id",
+        "metrics",
+        "owner",
+        "parent",
+        "requests",
+        "start",
     )
 
     def __init__(
