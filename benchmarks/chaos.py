@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address=":0", processes=True) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0", processes=True) as cluster, Client(cluster) as client:
         address = client.scheduler.address
         with tempfile.TemporaryDirectory() as chaotic, tempfile.TemporaryDirectory() as calm:
             log = str(Path(chaotic) / "train.log")

@@ -61,7 +61,7 @@ def main() -> None:
         plan.add(trial, args.steps)
     merge = plan.stats().merge_rate
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.run(warm)
         rows = []
         for _ in range(args.repeat):

@@ -440,7 +440,7 @@ def run_workers(workers: int, space: hd.GridSpace, steps: int, seconds_per_step:
 
     rows = []
     with LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address=":0", processes=True) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0", processes=True) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
         pids = client.run(_warm_worker)
         assert len(pids) == workers

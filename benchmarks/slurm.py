@@ -32,7 +32,7 @@ from digits_grid import SPACE  # noqa: E402
 from hippo_dask.testing.digits import DigitsTrainer  # noqa: E402
 
 JOB = {"gpus_per_job": 0, "walltime": "00:30:00", "cores": 1, "memory": "2GB", "interface": "lo",
-       "scheduler_options": {"interface": "lo", "dashboard_address": ":0"}}
+       "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"}}
 
 
 def study_on(client: Any, storage: str, steps: int) -> tuple[float, hd.Result, hd.Study]:

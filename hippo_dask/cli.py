@@ -119,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                        "5006; 0 picks a free one)")
     board.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; "
-                            "0.0.0.0 for every interface)")
+                            "0.0.0.0 for every interface: anyone who can reach the port sees "
+                            "the study, there is no login; prefer an SSH tunnel)")
     board.add_argument("--interval", type=_seconds, default=2.0, metavar="S",
                        help="seconds between refreshes from storage (default 2)")
     board.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",

@@ -551,7 +551,11 @@ class Study:
                   host: str = "127.0.0.1", interval: float = 2.0) -> Any:
         """The dashboard (:mod:`hippo_dask.dashboard`): a Bokeh layout of the panels now (show it
         with ``bokeh.io.show``); ``serve=True``: a live server in the background (its ``url``,
-        a link in Jupyter); ``scheduler=True``: pages on the Dask dashboard (their URLs)."""
+        a link in Jupyter); ``scheduler=True``: pages on the Dask dashboard (their URLs).
+
+        The server listens on ``host``, 127.0.0.1 by default (this machine only); another
+        ``host`` (``"0.0.0.0"``) shows the study to anyone who can reach the port, without a
+        login (see :func:`hippo_dask.dashboard.serve`)."""
         from hippo_dask import dashboard
 
         self.plan.flush()

@@ -24,7 +24,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0)
 def make_client(workers: int, **kwargs: object) -> tuple[LocalCluster, Client]:
     """A process-based local cluster whose workers advertise one GPU slot each."""
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
-                           dashboard_address=":0", processes=True, **kwargs)  # type: ignore[arg-type]
+                           dashboard_address="127.0.0.1:0", processes=True, **kwargs)  # type: ignore[arg-type]
     return cluster, Client(cluster)
 
 

@@ -5,6 +5,10 @@ a machine with CUDA devices there is one single-threaded worker per device, each
 own device through ``CUDA_VISIBLE_DEVICES`` (with ``dask_cuda.LocalCUDACluster`` when
 ``dask_cuda`` is installed: it also pins each worker to the CPUs near its GPU); without GPUs there
 is one single-threaded worker per core and ``GPU`` counts slots.
+
+Every server of the cluster (scheduler, its dashboard, workers, nannies) listens on 127.0.0.1
+unless the caller passes ``host=``: a Dask scheduler runs whatever task it is sent, so anyone
+who can reach its port can run code on the workers as the user who started them.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import threading
 from typing import Any
 
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed.comm.addressing import unparse_host_port
 from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 
 from hippo_dask.errors import HippoError
 
-__all__ = ["ClusterClient", "close_in_background", "cuda_devices", "local"]
+__all__ = ["LOOPBACK", "ClusterClient", "close_in_background", "cuda_devices", "local"]
 
 logger = logging.getLogger(__name__)
+
+#: Where every server the engine starts listens unless the user says otherwise.
+LOOPBACK = "127.0.0.1"
 
 
 class ClusterClient(Client):
@@ -84,6 +92,7 @@ def local(
     gpus: list[str] | None = None,
     threads_per_worker: int = 1,
     dask_cuda: bool | None = None,
+    host: str | None = None,
     **kwargs: Any,
 ) -> Client:
     """Start a local Dask cluster whose workers each advertise one ``GPU`` and return its client.
@@ -102,6 +111,15 @@ def local(
     dask_cuda
         With GPUs, start ``dask_cuda.LocalCUDACluster`` (default: when ``dask_cuda`` is
         installed). ``False`` starts plain Dask workers with ``CUDA_VISIBLE_DEVICES`` set.
+    host
+        Address the scheduler, its dashboard, the workers and the nannies listen on. Default
+        ``127.0.0.1``: only processes on this machine can connect. Anything else (``"0.0.0.0"``
+        for every interface, or this machine's network address) opens the cluster: the
+        scheduler has no authentication, and anyone who can reach its port can run code on the
+        workers, with your permissions and your data. Open it only on a network you trust,
+        or run the cluster over TLS (``distributed.security.Security``, and see
+        :func:`~hippo_dask.cluster.slurm`'s ``security``). Passing ``interface=`` instead
+        (a network interface name, through ``**kwargs``) opens it on that interface.
     **kwargs
         Passed to :class:`distributed.LocalCluster` (CPU), ``LocalCUDACluster``, or to each
         worker (GPU without dask_cuda), e.g. ``memory_limit``.
@@ -110,6 +128,11 @@ def local(
     -------
     distributed.Client
         A client that stops the cluster when closed.
+
+    Raises
+    ------
+    HippoError
+        A bad ``n_workers``, or both ``host`` and ``interface`` given.
 
     Examples
     --------
@@ -120,6 +143,13 @@ def local(
     if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int)
                                   or n_workers < 1):
         raise HippoError(f"cluster.local: `n_workers` must be an int >= 1 or None, got {n_workers!r}")
+    if host is not None and kwargs.get("interface") is not None:
+        raise HippoError(f"cluster.local: give `host` ({host!r}) or `interface` "
+                         f"({kwargs['interface']!r}), not both")
+    if kwargs.get("interface") is None:
+        host = LOOPBACK if host is None else host
+    listen = {} if host is None else {"host": host}
+    dashboard = {"dashboard_address": ":0" if host is None else unparse_host_port(host, 0)}
     use_cuda = bool(devices) and (
         dask_cuda if dask_cuda is not None else importlib.util.find_spec("dask_cuda") is not None
     )
@@ -131,7 +161,8 @@ def local(
             "CUDA_VISIBLE_DEVICES": ",".join(devices),
             "threads_per_worker": threads_per_worker,
             "resources": {"GPU": 1},
-            "dashboard_address": ":0",
+            **listen,
+            **dashboard,
             "silence_logs": logging.WARNING,
         }
         options.update(kwargs)
@@ -145,12 +176,16 @@ def local(
                     "nthreads": threads_per_worker,
                     "resources": {"GPU": 1},
                     "env": {"CUDA_VISIBLE_DEVICES": device},
+                    **listen,
                     **kwargs,
                 },
             }
             for device in devices
         }
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+        scheduler_options = {**listen, **dashboard}
+        if kwargs.get("interface") is not None:
+            scheduler_options["interface"] = kwargs["interface"]
+        scheduler = {"cls": Scheduler, "options": scheduler_options}
         cluster = SpecCluster(workers=workers, scheduler=scheduler,  # type: ignore[no-untyped-call]
                               silence_logs=logging.WARNING)
         logger.info("local cluster: %d GPU workers (devices %s)", len(devices), devices)
@@ -160,7 +195,8 @@ def local(
             "n_workers": count,
             "threads_per_worker": threads_per_worker,
             "resources": {"GPU": 1},
-            "dashboard_address": ":0",
+            **listen,
+            **dashboard,
             "silence_logs": logging.WARNING,
         }
         options.update(kwargs)

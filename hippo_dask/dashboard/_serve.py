@@ -150,7 +150,11 @@ def serve(
         Port to listen on; 0 picks a free one (read it from the result's ``port``).
     host
         Address to bind: loopback by default, so only this machine sees the dashboard; give
-        ``0.0.0.0`` (or an interface address) to serve other machines.
+        ``0.0.0.0`` (or an interface address) to serve other machines. The pages have no
+        login: opening them shows the study (hyper-parameters, metrics, worker names, the
+        storage root) to anyone who can reach the port. They only read the study's storage
+        and run nothing on the workers. To watch from your laptop without opening anything,
+        tunnel instead: ``ssh -L 5006:127.0.0.1:5006 server``.
     interval
         Seconds between refreshes from storage.
     storage_options

@@ -169,10 +169,10 @@ def test_workers_tell_when_they_retire() -> None:
 
 def test_on_real_workers_the_long_stage_goes_to_the_long_lived_worker(tmp_path: Path) -> None:
     spec = {
-        name: {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}, **options}}
+        name: {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}, "host": "127.0.0.1", **options}}
         for name, options in {"short": {"lifetime": "60s"}, "long": {}}.items()
     }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
     with SpecCluster(workers=spec, scheduler=scheduler) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=60)
         names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
@@ -225,7 +225,7 @@ def test_adaptive_scaling_follows_the_published_demand(minimum: int) -> None:
     from hippo_dask.cluster._slurm import StageDemandAdaptive
 
     async def go() -> tuple[int, int]:
-        async with LocalCluster(n_workers=0, asynchronous=True, dashboard_address=":0") as cluster, \
+        async with LocalCluster(n_workers=0, asynchronous=True, dashboard_address="127.0.0.1:0") as cluster, \
                 Client(cluster, asynchronous=True) as client:
             adaptive = StageDemandAdaptive(cluster, minimum=minimum, maximum=10, interval="1h")
             before = await adaptive.safe_target()

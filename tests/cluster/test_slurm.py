@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slurm
 
 STEPS = 200
 JOB = {"gpus_per_job": 0, "walltime": "00:10:00", "cores": 1, "memory": "1GB", "interface": "lo",
-       "scheduler_options": {"interface": "lo", "dashboard_address": ":0"}}
+       "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"}}
 
 
 def squeue() -> list[str]:

@@ -32,7 +32,7 @@ from hippo_dask.cluster._slurm import (
     worker_job,
 )
 
-LOCAL = {"interface": "lo", "scheduler_options": {"interface": "lo", "dashboard_address": ":0"}}
+LOCAL = {"interface": "lo", "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"}}
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def alone(trial: hd.Trial, steps: int) -> DigitsTrainer:
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
     with LocalCluster(n_workers=2, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         yield client
 
 

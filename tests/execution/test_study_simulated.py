@@ -254,7 +254,7 @@ def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
 
 
 def test_workers_without_the_gpu_resource_are_a_clear_error(tmp_path: Path) -> None:
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0", processes=False) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0", processes=False) as cluster, \
             Client(cluster) as plain:
         study = hd.Study("nogpu", SimulatedTrainer, storage=str(tmp_path), client=plain)
         with pytest.raises(hd.HippoError, match="--resources GPU=1"):

@@ -1,0 +1,192 @@
+"""Nothing the project starts listens beyond this machine unless the user asks (issue 12).
+
+Every test starts real servers (a Dask cluster, a Bokeh dashboard) and reads, with psutil, the
+listening TCP sockets of this process and of every process it started: by default each one is
+on a loopback address; ``host=`` / ``--host`` opens them, and then they are where asked.
+
+The GPU path without dask_cuda runs on any machine with ``gpus=[...], dask_cuda=False`` (it only
+sets ``CUDA_VISIBLE_DEVICES``). ``dask_cuda.LocalCUDACluster`` is replaced by a stand-in that
+records its options and starts a plain ``LocalCluster`` with them, as the real one does
+(it is a ``LocalCluster`` subclass) after its GPU bookkeeping.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from distributed import LocalCluster
+
+import hippo_dask as hd
+from hippo_dask.dashboard import serve
+from hippo_dask.testing.simulated import SimulatedTrainer
+from tests.dashboard.known import write_known_study
+
+OPEN = "0.0.0.0"
+
+
+def listening(pid: int | None = None) -> list[tuple[str, int, int]]:
+    """``(address, port, pid)`` of every listening TCP socket of process ``pid`` (default:
+    this one) and of all its descendants."""
+    root = psutil.Process(pid)
+    found = []
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:  # a helper process that ended meanwhile
+            continue
+        found += [(c.laddr.ip, c.laddr.port, process.pid) for c in connections
+                  if c.status == psutil.CONN_LISTEN]
+    return found
+
+
+def open_ones(sockets: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    return [s for s in sockets if not ipaddress.ip_address(s[0].split("%")[0]).is_loopback]
+
+
+def assert_only_loopback(sockets: list[tuple[str, int, int]], at_least: int) -> None:
+    assert len(sockets) >= at_least, sockets
+    assert open_ones(sockets) == [], f"listening beyond this machine: {open_ones(sockets)}"
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1].split("/")[0])
+
+
+def check_cluster(client: Any, workers: int, *, opened: str | None = None) -> None:
+    """The scheduler, its dashboard, and each worker (and its nanny) listen where they should."""
+    client.wait_for_workers(workers, timeout=120)
+    info = client.scheduler_info(n_workers=-1)
+    addresses = [info["address"], *info["workers"]]
+    sockets = listening()
+    ports = {port: ip for ip, port, _ in sockets}
+    dashboard = port_of(client.dashboard_link.replace("http://", "tcp://"))
+    for port in [*map(port_of, addresses), dashboard]:
+        assert port in ports, (port, sockets)  # the servers named are among those measured
+    if opened is None:
+        assert_only_loopback(sockets, at_least=2 + 2 * workers)  # nannies too
+        assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+    else:
+        for port in [*map(port_of, addresses), dashboard]:
+            assert ports[port] in (opened, "::"), (port, sockets)
+
+
+def test_the_cluster_a_study_starts_listens_only_on_this_machine(tmp_path: Path) -> None:
+    """``Study`` without ``client=`` starts :func:`hd.cluster.local` with its defaults: on this
+    machine's path (CPU here; on a GPU machine the GPU path)."""
+    with hd.Study("listen", SimulatedTrainer, storage=str(tmp_path)) as study:
+        client = study.client
+        check_cluster(client, len(client.cluster.workers))
+
+
+def test_gpu_workers_without_dask_cuda_listen_only_on_this_machine() -> None:
+    with hd.cluster.local(gpus=["0", "1"], dask_cuda=False) as client:
+        check_cluster(client, 2)
+
+
+@pytest.fixture
+def fake_dask_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """``dask_cuda`` whose ``LocalCUDACluster`` records its options and starts a LocalCluster
+    with them (one worker per device), so its sockets can be measured without a GPU."""
+    made: dict[str, Any] = {}
+
+    class FakeCUDACluster(LocalCluster):
+        def __init__(self, CUDA_VISIBLE_DEVICES: str = "", **options: Any) -> None:
+            made.clear()
+            made.update(options, CUDA_VISIBLE_DEVICES=CUDA_VISIBLE_DEVICES)
+            super().__init__(n_workers=len(CUDA_VISIBLE_DEVICES.split(",")), **options)  # type: ignore[no-untyped-call]
+
+    module = types.ModuleType("dask_cuda")
+    module.LocalCUDACluster = FakeCUDACluster  # type: ignore[attr-defined]
+    module.__spec__ = types.SimpleNamespace(name="dask_cuda")  # type: ignore[assignment]
+    monkeypatch.setitem(sys.modules, "dask_cuda", module)
+    yield made
+
+
+def test_local_cuda_cluster_is_asked_to_listen_only_on_this_machine(fake_dask_cuda: dict[str, Any]) -> None:
+    with hd.cluster.local(gpus=["0", "1"]) as client:
+        assert fake_dask_cuda["host"] == "127.0.0.1"
+        assert fake_dask_cuda["dashboard_address"] == "127.0.0.1:0"
+        check_cluster(client, 2)
+
+
+def test_local_cuda_cluster_opens_when_asked(fake_dask_cuda: dict[str, Any]) -> None:
+    with hd.cluster.local(gpus=["0"], host=OPEN) as client:
+        assert fake_dask_cuda["host"] == OPEN
+        check_cluster(client, 1, opened=OPEN)
+
+
+@pytest.mark.parametrize("path", [{"n_workers": 1, "gpus": []}, {"gpus": ["0"], "dask_cuda": False}],
+                         ids=["cpu", "gpu-without-dask-cuda"])
+def test_a_cluster_opens_only_when_asked(path: dict[str, Any]) -> None:
+    with hd.cluster.local(host=OPEN, **path) as client:
+        check_cluster(client, 1, opened=OPEN)
+
+
+def test_host_and_interface_together_are_refused() -> None:
+    with pytest.raises(hd.HippoError, match=r"give `host` \('0.0.0.0'\) or `interface` \('lo'\), not both"):
+        hd.cluster.local(n_workers=1, gpus=[], host=OPEN, interface="lo")
+
+
+def test_the_dashboard_server_listens_only_on_this_machine_unless_asked(tmp_path: Path) -> None:
+    known = write_known_study(tmp_path)
+    for host, where in ((None, "127.0.0.1"), (OPEN, OPEN)):
+        options = {} if host is None else {"host": host}
+        server = serve(known.root, port=0, background=True, **options)
+        try:
+            mine = [s for s in listening() if s[1] == server.port]
+            assert mine and {ip for ip, _, _ in mine} == {where}, mine
+            if host is None:
+                assert_only_loopback(mine, at_least=1)
+        finally:
+            server.stop()
+
+
+def test_study_dashboard_serve_listens_only_on_this_machine_unless_asked(tmp_path: Path) -> None:
+    with hd.Study("listen", SimulatedTrainer, storage=str(tmp_path)) as study:
+        for host, where in ((None, "127.0.0.1"), (OPEN, OPEN)):
+            options = {} if host is None else {"host": host}
+            server = study.dashboard(serve=True, **options)
+            try:
+                mine = [s for s in listening() if s[1] == server.port]
+                assert mine and {ip for ip, _, _ in mine} == {where}, mine
+            finally:
+                server.stop()
+        assert study._client is None  # showing the dashboard started no cluster
+
+
+@pytest.mark.parametrize("argv, where", [([], "127.0.0.1"), (["--host", OPEN], OPEN)],
+                         ids=["default", "opened"])
+def test_the_dashboard_command_listens_only_on_this_machine_unless_asked(
+    tmp_path: Path, argv: list[str], where: str
+) -> None:
+    write_known_study(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hippo_dask.cli", "dashboard", str(tmp_path), "--port", "0", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once the server listens (or it exited)
+        match = re.search(r"at http://[^:]+:(\d+)/", line)
+        assert match, (line, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
+        sockets = listening(process.pid)
+        assert {ip for ip, port, _ in sockets if port == int(match.group(1))} == {where}, sockets
+        if not argv:
+            assert_only_loopback(sockets, at_least=1)
+    finally:
+        process.terminate()
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for the exit, bounded
+    assert process.returncode == 0
