@@ -16,6 +16,7 @@ from hippo_dask.errors import (
     InvalidTrialError,
     JournalError,
     StorageError,
+    StudyNotFoundError,
 )
 from hippo_dask.plan import Node, PlanStats, Request, SearchPlan
 from hippo_dask.space import GridSpace, RandomSpace, choice, loguniform, randint, uniform
@@ -48,6 +49,7 @@ __all__ = [
     "StageTree",
     "StorageError",
     "Study",
+    "StudyNotFoundError",
     "StudyStats",
     "Trainer",
     "Trial",

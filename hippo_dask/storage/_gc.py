@@ -128,7 +128,8 @@ def collect_garbage(
         raise HippoError("gc: keep='best' needs metric= (and mode=) to know which trial is best")
     if mode not in ("max", "min"):
         raise HippoError(f"gc: `mode` must be 'max' or 'min', got {mode!r}")
-    plan = SearchPlan.open(url, storage_options)
+    # Never creates anything: a URL holding no study (or a missing bucket) is an error.
+    plan = SearchPlan.open(url, storage_options, create=False)
     store = FsspecCheckpointStore(f"{url.rstrip('/')}/ckpt", storage_options)
     report = GarbageReport(dry_run=dry_run)
 
