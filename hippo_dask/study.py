@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
-import inspect
 import logging
 import math
 import re
@@ -25,6 +23,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hippo_dask._fingerprint import trainer_fingerprint
 from hippo_dask.errors import HippoError, HippoWarning, InvalidTrialError, StorageError
 from hippo_dask.execution import Driver, RunStats, TrialFailedError
 from hippo_dask.plan import SearchPlan
@@ -49,17 +48,6 @@ T = TypeVar("T")
 CODE_KEY = "_hippo_code"
 ISOLATE_KEY = "_hippo_isolate"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def _fingerprint(trainer_cls: type[Trainer], version: str | None) -> str:
-    """What identifies the trainer's code: ``version`` if given, else a hash of its source."""
-    if version is not None:
-        return f"{trainer_cls.__qualname__}:v:{version}"
-    try:
-        source = inspect.getsource(trainer_cls)
-    except (OSError, TypeError):
-        source = f"{trainer_cls.__module__}.{trainer_cls.__qualname__}"
-    return f"{trainer_cls.__qualname__}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -189,9 +177,11 @@ class Study:
         Run a stage whose trainer raised up to that many more times (on the same worker, from
         its last checkpoint) before the trials that need it are marked failed.
     version
-        Declares the trainer's code version. By default a hash of the trainer's source: edited
-        code does not reuse checkpoints or metrics of the old code. Pass the same ``version``
-        to declare an edit compatible.
+        Declares the trainer's code version. By default a digest of the trainer's source and of
+        the user's own code it uses (its module, base classes and package; not installed
+        packages): edited code does not reuse checkpoints or metrics of the old code. Pass the
+        same ``version`` to declare an edit compatible. A trainer whose source cannot be read
+        (a REPL, a notebook, a ``.pyc``-only module) warns: declare ``version`` for it.
     """
 
     def __init__(
@@ -232,7 +222,7 @@ class Study:
         self.retries = retries
         self.storage_timeout = storage_timeout
         self.storage_options = dict(storage_options or {})
-        self.fingerprint = _fingerprint(trainer_cls, version)
+        self.fingerprint = trainer_fingerprint(trainer_cls, version, stacklevel=3)
         _check_picklable(trainer_cls)
         try:
             self.plan = SearchPlan.open(self.root, self.storage_options)
