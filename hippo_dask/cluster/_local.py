@@ -70,21 +70,44 @@ def close_in_background(closeable: Any) -> None:
     threading.Thread(target=closeable.close, name="hippo-close", daemon=True).start()
 
 
-def cuda_devices() -> list[str]:
-    """CUDA device ids this process may use: ``CUDA_VISIBLE_DEVICES``, else what nvidia-smi lists."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+def _nvidia_smi_gpus() -> list[tuple[str, str]] | None:
+    """``(index, UUID)`` of every GPU ``nvidia-smi -L`` lists, or ``None`` without nvidia-smi."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        return None
     try:
         out = subprocess.run(
             ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+        return None
+    lines = [line for line in out.splitlines() if line.startswith("GPU ")]
+    return [(str(i), line.rsplit("UUID: ", 1)[-1].rstrip(")").strip())
+            for i, line in enumerate(lines)]
 
+
+def cuda_devices() -> list[str]:
+    """CUDA device ids this process may use: ``CUDA_VISIBLE_DEVICES``, else what nvidia-smi lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    return [index for index, _ in _nvidia_smi_gpus() or []]
+
+
+def _check_gpus(devices: list[str]) -> None:
+    """Refuse device ids nvidia-smi does not list (when it runs here): a worker given one fails
+    to start deep inside Dask (NVML's "Invalid Argument"), far from the cause."""
+    known = _nvidia_smi_gpus()
+    if known is None:
+        return
+    names = {name for pair in known for name in pair}
+    unknown = [d for d in devices if d not in names and not d.startswith("MIG-")]
+    if unknown:
+        listed = ", ".join(f"{index} ({uuid})" for index, uuid in known) or "none"
+        raise HippoError(
+            f"cluster.local: gpus={devices!r} names CUDA devices this machine does not have: "
+            f"{unknown!r}; nvidia-smi lists {listed}. Pass indices or UUIDs from that list, or "
+            "leave out gpus= to use every device."
+        )
 
 def local(
     n_workers: int | None = None,
@@ -132,7 +155,8 @@ def local(
     Raises
     ------
     HippoError
-        A bad ``n_workers``, or both ``host`` and ``interface`` given.
+        A bad ``n_workers``, both ``host`` and ``interface`` given, or ``gpus`` naming a
+        device that nvidia-smi does not list on this machine.
 
     Examples
     --------
@@ -140,6 +164,8 @@ def local(
     >>> study = hd.Study("digits", DigitsTrainer, client=client)  # doctest: +SKIP
     """
     devices = cuda_devices() if gpus is None else [str(g) for g in gpus]
+    if gpus:
+        _check_gpus(devices)
     if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int)
                                   or n_workers < 1):
         raise HippoError(f"cluster.local: `n_workers` must be an int >= 1 or None, got {n_workers!r}")
