@@ -9,6 +9,7 @@ from hippo_dask import cluster, seq, tuners
 from hippo_dask.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    DependencyError,
     HippoError,
     HippoWarning,
     InvalidSequenceError,
@@ -32,6 +33,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
+    "DependencyError",
     "GridSpace",
     "HippoError",
     "HippoWarning",

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import re
 
-from hippo_dask.errors import HippoError
+from hippo_dask.errors import DependencyError
 
 __all__ = [
     "PYTHON_FLOOR",
     "TORCH_FLOOR",
     "ZARR_FLOOR",
-    "DependencyError",
     "check_torch_loads_safely",
     "release",
 ]
@@ -42,10 +41,6 @@ PYTHON_FLOOR: tuple[int, ...] = (3, 11)
 
 _RELEASE = re.compile(r"^\s*v?(\d+(?:\.\d+)*)(.*)$")
 _PRE = re.compile(r"^[-_.]?(a|alpha|b|beta|c|rc|pre|preview|dev)", re.IGNORECASE)
-
-
-class DependencyError(HippoError, RuntimeError):
-    """An installed dependency is older than what one of hippo_dask's guarantees rests on."""
 
 
 def release(version: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
+    "DependencyError",
     "HippoError",
     "HippoWarning",
     "InvalidSequenceError",
@@ -56,6 +57,11 @@ class CheckpointNotFoundError(HippoError, FileNotFoundError):
 
 class CorruptCheckpointError(HippoError, ValueError):
     """A checkpoint failed its checksum or format check, or would need code to load."""
+
+
+class DependencyError(HippoError, RuntimeError):
+    """An installed dependency is older than what one of hippo_dask's guarantees rests on (a
+    torch whose ``weights_only`` loading crafted checkpoints could bypass)."""
 
 
 class StorageError(HippoError, OSError):

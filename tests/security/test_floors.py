@@ -20,8 +20,8 @@ import torch
 import yaml
 import zarr
 
+import hippo_dask as hd
 from hippo_dask import _floors
-from hippo_dask.errors import HippoError
 from hippo_dask.storage import FsspecCheckpointStore
 from hippo_dask.torch import load_state, save_state
 
@@ -105,13 +105,13 @@ def test_checkpoints_refuse_to_load_on_an_older_torch(
     store = FsspecCheckpointStore(str(tmp_path / "ckpt"))
     uri = store.save("step-7", {"w": torch.arange(3.0), "step": 7})
     monkeypatch.setattr(torch, "__version__", old)
-    with pytest.raises(_floors.DependencyError, match=(
+    with pytest.raises(hd.DependencyError, match=(
         rf"refusing to load checkpoint .* with torch {re.escape(old)}: before torch 2\.10.*"
         r"CVE-2025-32434.*CVE-2026-24747.*pip install 'torch>=2\.10'"
     )) as refused:
         load_state(io.BytesIO(data), name="file:///ckpt/x")
-    assert isinstance(refused.value, HippoError)
-    with pytest.raises(_floors.DependencyError, match=re.escape(uri)):
+    assert isinstance(refused.value, hd.HippoError)
+    with pytest.raises(hd.DependencyError, match=re.escape(uri)):
         store.load(uri)
     monkeypatch.undo()
     assert load_state(io.BytesIO(data))["step"] == 7
