@@ -7,7 +7,8 @@ prints what sharing saves and the stage tree's critical path. Nothing is trained
 
 ``hippo-dask dashboard STORAGE_URL [--name STUDY] [--port 5006]`` serves the live dashboard of a
 study (:mod:`hippo_dask.dashboard`); ``hippo-dask report STORAGE_URL -o report.html`` writes it
-to a standalone HTML file. ``hippo-dask gc`` deletes checkpoints a study no longer needs.
+to a standalone HTML file. ``hippo-dask gc`` deletes checkpoints a study no longer needs;
+``hippo-dask compact`` writes a snapshot of a study's search plan (:mod:`hippo_dask.plan._snapshot`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,26 @@ def _parser() -> argparse.ArgumentParser:
                     help="delete unreferenced checkpoint files older than S seconds (default 3600)")
     gc.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
     gc.set_defaults(run=_gc, parser=gc)
+
+    compact = commands.add_parser(
+        "compact",
+        help="snapshot a study's search plan, so opening it reads only what came after",
+        description=(
+            "Write a snapshot of the search plan of the study at STORAGE_URL (with --name, the "
+            "study of that name under it): opening the study then reads the snapshot and only the "
+            "journal segments written after it. Deletes nothing unless --prune."
+        ),
+    )
+    compact.add_argument("storage", metavar="STORAGE_URL",
+                         help="the study's folder, or its storage root with --name")
+    compact.add_argument("--name", help="the study's name, if STORAGE_URL is the storage root")
+    compact.add_argument("--prune", action="store_true",
+                         help="also delete the journal segments and older snapshots the new "
+                              "snapshot holds (after reading it back); only while no study or "
+                              "dashboard has the plan open, and never needed for correctness")
+    compact.add_argument("--endpoint-url",
+                         help="S3-compatible endpoint (credentials from the environment)")
+    compact.set_defaults(run=_compact, parser=compact)
 
     where = ("the storage root given to Study(..., storage=...), with --name, or a study's own "
              "folder; any fsspec URL")
@@ -231,6 +252,29 @@ def _gc(args: argparse.Namespace) -> int:
     print(f"{url}: {report}")
     for uri in report.deleted + report.orphans:
         print(f"  {uri}")
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    """``hippo-dask compact``: snapshot the study's plan (and prune with ``--prune``)."""
+    import time
+
+    from hippo_dask.errors import HippoError
+
+    url = args.storage.rstrip("/") + (f"/{args.name}" if args.name else "")
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    started = time.perf_counter()
+    try:
+        plan = SearchPlan.open(url, options, create=False)
+        replayed = plan.since_snapshot
+        path = plan.compact(prune=args.prune)
+    except (HippoError, OSError) as exc:
+        print(f"hippo-dask compact: {exc}", file=sys.stderr)
+        return 2
+    stats = plan.stats()
+    print(f"hippo-dask compact: {path}: {stats.trials} trials, {stats.requests} requests, "
+          f"{stats.nodes} nodes ({replayed} journal records after the previous snapshot; "
+          f"{time.perf_counter() - started:.1f} s)" + ("; pruned" if args.prune else ""))
     return 0
 
 

@@ -295,14 +295,33 @@ class Study:
         return self._client
 
     def close(self) -> None:
-        """Flush the plan and stop the embedded cluster, if this study started one."""
+        """Flush the plan (and snapshot it when due, see :meth:`SearchPlan.compact`), and stop
+        the embedded cluster, if this study started one."""
         self.plan.flush()
+        self._snapshot_if_due()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
             client, self._client = self._client, None
             if client is not None:
                 client.close()  # a ClusterClient: its cluster stops too
+
+    def _snapshot_if_due(self) -> None:
+        """Snapshot the plan once ``hippo.snapshot-every`` journal records were applied or written
+        since the snapshot it opened from, so that opening it again replays only what follows
+        (:mod:`hippo_dask.plan._snapshot`). A failure only logs: the journal is intact."""
+        from hippo_dask._settings import setting
+
+        every = int(setting("snapshot-every"))
+        if every <= 0 or self.plan.since_snapshot < every:
+            return
+        try:
+            path = self.plan.compact()
+        except OSError as exc:
+            logger.warning("could not write a snapshot of the search plan (the journal is "
+                           "intact, it is read in full next time): %s", exc)
+        else:
+            logger.info("wrote search plan snapshot %s", path)  # a path: no credentials
 
     def __enter__(self) -> Study:
         return self

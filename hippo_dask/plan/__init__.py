@@ -1,7 +1,8 @@
 """The search plan: a persistent, value-level prefix tree of every requested trial."""
 
 from hippo_dask.plan._journal import Journal
-from hippo_dask.plan._plan import PlanStats, Request, SearchPlan
+from hippo_dask.plan._plan import SearchPlan
+from hippo_dask.plan._request import PlanStats, Request
 from hippo_dask.plan._trie import Node
 
 __all__ = ["Journal", "Node", "PlanStats", "Request", "SearchPlan"]

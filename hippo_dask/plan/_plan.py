@@ -37,12 +37,18 @@ import logging
 import math
 import numbers
 import time
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from hippo_dask.errors import InvalidTrialError, StudyNotFoundError
+from hippo_dask.errors import (
+    HippoError,
+    HippoWarning,
+    InvalidTrialError,
+    StudyNotFoundError,
+)
+from hippo_dask.plan import _snapshot
 from hippo_dask.plan._journal import Journal, Position, Record, warn_record
 from hippo_dask.plan._merge import StateBook
 from hippo_dask.plan._records import (
@@ -55,7 +61,9 @@ from hippo_dask.plan._records import (
     RequestRecord,
     StateRecord,
     parse,
+    to_raw,
 )
+from hippo_dask.plan._request import PlanStats, Request
 from hippo_dask.plan._trie import Node, Trie
 from hippo_dask.stages import StageTree, build_stage_tree
 from hippo_dask.trial import Trial
@@ -63,45 +71,6 @@ from hippo_dask.trial import Trial
 __all__ = ["PlanStats", "Request", "SearchPlan"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PlanStats:
-    """What a plan holds and what sharing saves.
-
-    ``requested_steps`` counts, per request tag (by default the trial), the most steps asked
-    for: what a trial-by-trial run that resumes its own trials would train. ``unique_steps`` is
-    the size of the prefix tree over per-step values: what the plan trains at most.
-    ``merge_rate`` is their ratio (Hippo's *p*), 1.0 for an empty plan.
-    """
-
-    trials: int
-    requests: int
-    requested_steps: int
-    unique_steps: int
-    merge_rate: float
-    nodes: int
-    pending: int
-
-
-@dataclass(frozen=True, eq=False)
-class Request:
-    """A handle on ``trial`` trained for ``steps`` steps; ``node`` holds the answer."""
-
-    trial: Trial
-    steps: int
-    node: Node
-    tag: str
-
-    @property
-    def metrics(self) -> dict[str, float] | None:
-        """The metrics at ``steps``, once recorded."""
-        return self.node.metrics.get(self.steps)
-
-    @property
-    def done(self) -> bool:
-        """Whether the metrics are in."""
-        return self.steps in self.node.metrics
 
 
 def _check_steps(steps: Any, what: str) -> int:
@@ -187,12 +156,36 @@ class SearchPlan:
                     "Pass the study's folder (<storage>/<name>, as given to Study(name, ..., "
                     "storage=...)), or the storage root with the study's name"
                 )
-        plan = cls()
-        plan._journal = journal
+        plan = cls._from_snapshots(journal)
         plan._read_only = read_only
-        plan._session = journal.session
         plan.refresh()
         return plan
+
+    @classmethod
+    def _attached(cls, journal: Journal) -> SearchPlan:
+        plan = cls()
+        plan._journal = journal
+        plan._session = journal.session
+        return plan
+
+    @classmethod
+    def _from_snapshots(cls, journal: Journal) -> SearchPlan:
+        """A plan rebuilt from the newest valid snapshot (none: an empty plan)."""
+        for path, data in _snapshot.read(journal):
+            plan = cls._attached(journal)
+            try:
+                plan._restore(_snapshot.decode(data))
+            except Exception as exc:  # noqa: BLE001 - any damage: try the next older one
+                why = exc if isinstance(exc, _snapshot.SnapshotError) else f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"search plan snapshot {path} was skipped ({why}); reading the journal "
+                    "segments instead",
+                    HippoWarning,
+                    stacklevel=4,
+                )
+                continue
+            return plan
+        return cls._attached(journal)
 
     def probe_write(self) -> None:
         """Check now that the journal's folder takes writes (a read-only path fails here)."""
@@ -278,6 +271,95 @@ class SearchPlan:
 
     def _new_id(self) -> str:
         return f"{self._session}.{next(self._ids):012d}"
+
+    # -- snapshots (see hippo_dask.plan._snapshot) ----------------------------------------------
+
+    def compact(self, *, prune: bool = False) -> str:
+        """Write a snapshot of this plan to the journal (flushing first); returns its path.
+
+        Reopening then reads the snapshot and only the segments written after it. With
+        ``prune``, also delete the segments and older snapshots the new one holds, once it has
+        been read back and checked; only safe while no other process has the plan open (see
+        :mod:`hippo_dask.plan._snapshot`).
+
+        Raises
+        ------
+        HippoError
+            For an in-memory or read-only plan.
+        JournalError
+            If storage cannot be written.
+        """
+        if self._journal is None or self._read_only:
+            raise HippoError("SearchPlan.compact: only a plan opened for writing "
+                             "(SearchPlan.open(url)) can be compacted")
+        self.flush()
+        payload = self._export()
+        path = _snapshot.write(self._journal, payload)
+        self.since_snapshot = 0
+        if prune:
+            self._prune(path, payload)
+        return path
+
+    def _prune(self, path: str, payload: dict[str, Any]) -> None:
+        journal = self._journal
+        assert journal is not None
+        check = SearchPlan._attached(journal)  # marks seen only what is seen already
+        check._restore(_snapshot.decode(journal.fs.cat_file(path)))
+        if check.stats() != self.stats():
+            raise HippoError(f"the snapshot {path} does not read back as the plan; nothing "
+                             "was pruned")
+        _snapshot.prune(journal, path, payload["segments"])
+
+    def _export(self) -> dict[str, Any]:
+        assert self._journal is not None
+        nodes = self._trie.nodes
+        index = {node: i for i, node in enumerate(nodes)}
+        return {
+            "segments": sorted(self._journal.seen),
+            "trials": {tid: trial.to_dict() for tid, trial in self._trials.items()},
+            "nodes": [
+                [n.owner.id, -1 if n.parent is None else index[n.parent], n.start, n.extent,
+                 list(n.requests.items()), list(n.checkpoints.items()), list(n.metrics.items()),
+                 n.sec_per_step]
+                for n in nodes
+            ],
+            "tags": [[tag, trial.id, steps] for tag, (trial, steps) in self._tagged.items()],
+            "requests": self._requests,
+            "book": self._book.export(index),
+            "orphans": [[to_raw(r), list(p)] for r, p in self._orphans],
+        }
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        """Take the state of a snapshot's ``payload``; raises on anything inconsistent."""
+        trials = {str(k): Trial.from_dict(v) for k, v in payload["trials"].items()}
+        nodes: list[Node] = []
+        for owner, parent, start, extent, requests, checkpoints, metrics, seconds in payload["nodes"]:
+            if not isinstance(parent, int) or not -1 <= parent < len(nodes):
+                raise ValueError(f"node {len(nodes)} names parent {parent!r}")
+            node = self._trie.attach(trials[owner], int(start), None if parent < 0 else
+                                     nodes[parent], int(extent))
+            node.requests = {int(s): int(c) for s, c in requests}
+            for step, uri in checkpoints:
+                node.add_checkpoint(int(step), str(uri))
+            node.metrics = {int(s): {str(k): float(x) for k, x in v.items()} for s, v in metrics}
+            if seconds is not None:
+                node.sec_per_step = float(seconds)
+            nodes.append(node)
+        self._trials = trials
+        for tag, trial_id, steps in payload["tags"]:
+            self._tagged[str(tag)] = (trials[trial_id], int(steps))
+            self._tags[str(tag)] = int(steps)
+        self._max_steps = max(self._tags.values(), default=0)
+        self._requests = int(payload["requests"])
+        self._pending = {(n, s) for n in nodes for s in n.requests if s not in n.metrics}
+        self._book = StateBook.restore(payload["book"], nodes)
+        for raw, (segment, line) in payload["orphans"]:
+            record = parse(raw, (str(segment), int(line)))
+            if isinstance(record, RequestRecord):
+                raise TypeError("a request among the waiting records")
+            self._orphans.append((record, (str(segment), int(line))))
+        assert self._journal is not None
+        self._journal.mark_seen(str(name) for name in payload["segments"])
 
     # -- requests ----------------------------------------------------------------------------
 

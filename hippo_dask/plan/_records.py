@@ -44,6 +44,7 @@ __all__ = [
     "Stamp",
     "StateRecord",
     "parse",
+    "to_raw",
 ]
 
 #: Deepest nesting of lists and dicts a record may hold (a trial's fixed values are far shallower).
@@ -264,3 +265,23 @@ def parse(
     if op == "forget":
         return ForgetRecord(trial, step, _ids(raw), position)
     return MetricsRecord(trial, step, _values(raw), _stamp(raw, position))
+
+
+def to_raw(record: StateRecord) -> dict[str, Any]:
+    """The journal form of ``record``: :func:`parse` of it (at the same position) gives it back."""
+    raw: dict[str, Any] = {"trial": record.trial, "step": record.step}
+    if isinstance(record, CheckpointRecord):
+        raw.update(op="checkpoint", uri=record.uri)
+        if record.id is not None:
+            raw["id"] = record.id
+    elif isinstance(record, ForgetRecord):
+        raw["op"] = "forget"
+        if record.ids is not None:
+            raw["ids"] = list(record.ids)
+    elif isinstance(record, MetricsRecord):
+        raw.update(op="metrics", values=dict(record.values))
+    else:
+        raw.update(op="profile", seconds=record.seconds)
+    if isinstance(record, (MetricsRecord, ProfileRecord)) and record.stamp[0]:
+        raw["at"] = record.stamp[0]
+    return raw

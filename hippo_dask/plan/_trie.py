@@ -158,6 +158,28 @@ class Trie:
         self.nodes.append(node)
         return node
 
+    def attach(self, owner: Trial, start: int, parent: Node | None, extent: int) -> Node:
+        """Add a node as :meth:`place` created it, without the walk (rebuilding a snapshot:
+        parents first). Raises ``ValueError`` where that place is taken or impossible."""
+        if parent is None:
+            key: Any = self.root_key(owner)
+            if start != 0 or key in self.roots:
+                raise ValueError(f"a root of {owner.id} at step {start} cannot be added")
+        else:
+            key = (start, owner.value_key(start))
+            if not parent.start < start or key in parent.children:
+                raise ValueError(f"a child of node {parent.id} at step {start} cannot be added")
+        if extent < start:
+            raise ValueError(f"node extent {extent} is before its start {start}")
+        node = self._new_node(owner, start, parent)
+        if parent is None:
+            self.roots[key] = node
+        else:
+            parent.children[key] = node
+        node.extent = extent
+        self.unique_steps += extent - start
+        return node
+
     def _extend(self, node: Node, stop: int) -> None:
         if stop > node.extent:
             self.unique_steps += stop - node.extent
