@@ -40,15 +40,18 @@ def html_sinks(root: Any) -> dict[str, list[str]]:
     from bokeh.models.widgets.markups import Markup
 
     sinks: dict[str, list[str]] = {}
+    model: Any
     for model in root.references():
         if isinstance(model, Markup) and not getattr(model, "render_as_text", False):
             sinks.setdefault(f"{type(model).__name__} {model.name}", []).append(str(model.text))
         if isinstance(model, HoverTool):
-            templates = ([model.tooltips] if isinstance(model.tooltips, str)
-                         else [str(v) for _, v in model.tooltips or []])
+            tooltips: Any = model.tooltips
+            templates = ([tooltips] if isinstance(tooltips, str)
+                         else [str(v) for _, v in tooltips or []])
             for template in templates:
                 for braced, plain in _SAFE_FIELD.findall(template):
                     field = braced or plain
+                    renderer: Any
                     for renderer in model.renderers or []:
                         values = renderer.data_source.data.get(field, [])
                         sinks.setdefault(f"tooltip @{field}{{safe}}", []).extend(map(str, values))
@@ -93,7 +96,7 @@ def test_no_planted_markup_reaches_an_html_sink_raw(tmp_path: Path, interactive:
     lanes = board.components["lanes"].source.data
     assert any(ERROR in s for s in lanes["state"])
     assert WORKER.split("://", 1)[1] in lanes["worker"]
-    curves = board.components["curves"]
+    curves: Any = board.components["curves"]
     assert METRIC_IMG in curves.select.options
 
 
