@@ -14,6 +14,7 @@ __all__ = [
     "HippoError",
     "HippoWarning",
     "InvalidSequenceError",
+    "InvalidMetricsError",
     "InvalidSpaceError",
     "InvalidTrialError",
     "JournalError",
@@ -65,7 +66,23 @@ class DependencyError(HippoError, RuntimeError):
 
 
 class StorageError(HippoError, OSError):
-    """Storage could not be reached or written."""
+    """Storage could not be reached or written.
+
+    ``transient`` says whether waiting may help: ``True`` for an outage (a timeout, a refused
+    connection, a 5xx answer, throttling), which the engine retries for
+    ``hippo.storage-timeout`` seconds; ``False`` for a refusal that only the user can fix
+    (access denied, no such bucket or file), which fails at once; ``None`` when the raiser did
+    not say (treated as an outage).
+    """
+
+    def __init__(self, *args: object, transient: bool | None = None) -> None:
+        super().__init__(*args)
+        self.transient = transient
+
+
+class InvalidMetricsError(HippoError, ValueError):
+    """``Trainer.evaluate()`` returned something that is not a dict of metric name to number,
+    or used a name the engine keeps for itself."""
 
 
 class TrialFailedError(HippoError, RuntimeError):

@@ -10,17 +10,19 @@ trials that need it, and only those.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import warnings
 from typing import Any
 
-from hippo_dask.errors import HippoWarning, StorageError, TrialFailedError
+from hippo_dask.errors import HippoWarning, InvalidMetricsError, StorageError, TrialFailedError
 from hippo_dask.execution._running import Running
 from hippo_dask.execution._state import DriverState
 from hippo_dask.execution._spec import PointResult, StageReport
 from hippo_dask.plan import Node
 from hippo_dask.plan._trie import Trie
 from hippo_dask.storage._records import CANCELLED, DONE, FAILED, LOST, RETRIED, MetricRow
+from hippo_dask.trainer import check_metrics
 
 __all__ = ["Reports"]
 
@@ -33,6 +35,9 @@ _KEEP_FINISHED = 4096
 #: A stage whose worker left this many times fails its trials instead of being planned again:
 #: its worker is probably crashing on it (out of memory, a segfault, an unloadable trainer).
 _MAX_LOSSES = 3
+#: Errors a stage is not run again for: storage that refused or stayed down (the study stops),
+#: and metrics ``evaluate()`` may not return (running it again returns them again).
+_NOT_RETRIED = ("StorageError", "InvalidMetricsError")
 
 
 class Reports(DriverState):
@@ -50,6 +55,7 @@ class Reports(DriverState):
                 self._renew_key(key)
                 self._ended(running, CANCELLED, finished=value.finished)
             elif status == "ok":
+                self._screen(value)
                 self._record(running, value)  # what it did before any error still counts
                 if value.error is not None:
                     again = self._trainer_raised(running, *value.error)
@@ -72,6 +78,25 @@ class Reports(DriverState):
             self._fail_everyone(exc)
             return
         self.kick()
+
+    def _screen(self, report: StageReport) -> None:
+        """Check the metrics a worker reports, as input: the worker checks what ``evaluate()``
+        returned, but a report is data from another process. Metrics that fail the check are
+        dropped before anything is journaled or written, and the stage counts as failed in the
+        trainer (:class:`~hippo_dask.InvalidMetricsError`, not retried); the rest of the
+        report (valid metrics, checkpoints) is kept."""
+        where = f"{self.trainer_cls.__name__}.evaluate() (as reported by worker {report.worker})"
+        for i, point in enumerate(report.points):
+            if point.metrics is None:
+                continue
+            try:
+                metrics = check_metrics(point.metrics, where)
+            except InvalidMetricsError as exc:
+                report.points[i] = dataclasses.replace(point, metrics=None)
+                if report.error is None:
+                    report.error = (type(exc).__name__, str(exc), "")
+            else:
+                report.points[i] = dataclasses.replace(point, metrics=metrics)
 
     def _record(self, running: Running, report: StageReport) -> None:
         plan = self.plan
@@ -146,7 +171,7 @@ class Reports(DriverState):
         ``True``), then fail its trials (``False``)."""
         self._dead_ends.setdefault((running.node, running.stop), 0)
         self._dead_ends[(running.node, running.stop)] += 1
-        if kind != "StorageError" and self._dead_ends[(running.node, running.stop)] <= self.retries:
+        if kind not in _NOT_RETRIED and self._dead_ends[(running.node, running.stop)] <= self.retries:
             logger.warning("stage %s raised %s: %s; running it again", running.key, kind, message)
             base = running.key.split("~", 1)[0]
             self._attempts[base] = self._attempts.get(base, 0) + 1

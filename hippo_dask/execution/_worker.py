@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import numbers
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from hippo_dask.execution._identity import state_digest
 from hippo_dask.execution._spec import Point, PointResult, StageReport, StageSpec
 from hippo_dask.seq._base import native
 from hippo_dask.storage._retry import with_retries
-from hippo_dask.trainer import Trainer
+from hippo_dask.trainer import Trainer, check_metrics
 
 __all__ = [
     "CHECKPOINT_FORMAT", "add_points", "add_points_async", "live_digests", "pending_points",
@@ -208,25 +207,6 @@ def _configure_threads() -> None:
     _threads_set = True
 
 
-def _check_metrics(trainer: Trainer, metrics: Any) -> dict[str, float]:
-    if not isinstance(metrics, Mapping):
-        raise TypeError(
-            f"{type(trainer).__name__}.evaluate() must return a dict of metric name to number, "
-            f"got {metrics!r}"
-        )
-    out: dict[str, float] = {}
-    for name, value in metrics.items():
-        if hasattr(value, "item") and callable(value.item):
-            value = value.item()  # a 0-d tensor or numpy scalar
-        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(
-                f"{type(trainer).__name__}.evaluate() returned {name!r}: {value!r}; metrics "
-                "must map str names to numbers"
-            )
-        out[name] = float(value)
-    return out
-
-
 def _restore(spec: StageSpec, report: StageReport) -> _Live:
     live = _take_live(spec.start_digest)
     if live is not None and live.step == spec.start:
@@ -385,7 +365,11 @@ def _handle_point(live: _Live, spec: StageSpec, point: Point | None, report: Sta
         name = point.checkpoint
         uri = with_retries(lambda: spec.store.save(name, state), what=f"saving checkpoint {name}",
                            timeout=spec.storage_timeout)
-    metrics = _check_metrics(live.trainer, live.trainer.evaluate()) if point.evaluate else None
+    metrics = None
+    if point.evaluate:
+        # Checked here, where the trainer returned it: a bad name or value fails this stage
+        # (InvalidMetricsError, not retried) before anything of it is reported or stored.
+        metrics = check_metrics(live.trainer.evaluate(), f"{type(live.trainer).__name__}.evaluate()")
     report.points.append(
         PointResult(step=point.step, metrics=metrics, checkpoint=uri, wall_time=result.wall_time)
     )
