@@ -44,11 +44,12 @@ def trainer_fingerprint(trainer_cls: type, version: str | None, *, stacklevel: i
       trainer class and its base classes, the user modules those reach through their globals
       (imported modules, and the modules of imported functions, classes and objects), to any
       depth, and, for each of them that belongs to a package, every ``.py`` file of its
-      top-level package (so a helper imported inside a method counts too). Editing the model
-      builder, a base class or a helper in the same module or package changes the
-      fingerprint; upgrading an installed package does not. A trainer that uses none of the
-      user's files (one shipped in a package) keeps the digest of its class source alone, as
-      earlier versions of hippo_dask computed it, so their results stay reusable.
+      top-level package (so a helper imported inside a method counts too; hidden folders,
+      caches and virtual environments inside it do not). Editing the model builder, a base
+      class or a helper in the same module or package changes the fingerprint; upgrading an
+      installed package does not. A trainer that uses none of the user's files (one shipped
+      in a package) keeps the digest of its class source alone, as earlier versions of
+      hippo_dask computed it, so their results stay reusable.
 
     The digest covers each file's bytes under its path relative to the folder holding its
     top-level package or module, in sorted order: it is the same in every process and on
@@ -199,6 +200,14 @@ def _origin(module: types.ModuleType) -> str | None:
     return str(paths[0]) if paths else None
 
 
+def _skipped(folder: Path) -> bool:
+    """Folders of a package that are not its code: caches, hidden folders, installed packages
+    and virtual environments kept inside it."""
+    name = folder.name
+    return (name in _SKIPPED_FOLDERS or name in _LIBRARY_FOLDERS or name.startswith(".")
+            or (folder / "pyvenv.cfg").exists())
+
+
 def _module_files(module: types.ModuleType) -> list[tuple[str, Path]]:
     """The module's own file, and every ``.py`` file of its top-level package if it has one."""
     top = module.__name__.partition(".")[0]
@@ -214,7 +223,7 @@ def _module_files(module: types.ModuleType) -> list[tuple[str, Path]]:
         if not _is_user_path(folder):
             continue
         for here, dirs, names in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_FOLDERS and not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not _skipped(Path(here) / d))
             for name in sorted(names):
                 if name.endswith(".py"):
                     path = Path(here) / name

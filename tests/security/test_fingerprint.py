@@ -140,6 +140,12 @@ def test_base_classes_model_builders_and_package_helpers_count(code: Path, tmp_p
         now = _fingerprint(sys.modules["fp_pkg.trainer"].PackagedTrainer, tmp_path)
         assert now not in seen, f"editing {key} did not change the fingerprint"
         seen.add(now)
+    # a virtual environment kept inside the package is not the user's code
+    _write(code / "fp_pkg" / "venv", {"pyvenv.cfg": "home = /usr/bin\n"})
+    _write(code / "fp_pkg" / "venv" / "lib" / "dep", {"dep.py": "X = {x}\n"}, x=1)
+    assert _fingerprint(sys.modules["fp_pkg.trainer"].PackagedTrainer, tmp_path) == now
+    _write(code / "fp_pkg" / "venv" / "lib" / "dep", {"dep.py": "X = {x}\n"}, x=2)
+    assert _fingerprint(sys.modules["fp_pkg.trainer"].PackagedTrainer, tmp_path) == now
     # the same in a fresh process, with another hash seed and working directory
     script = ("import sys; sys.path.insert(0, sys.argv[1]); import hippo_dask as hd; "
               "from fp_pkg.trainer import PackagedTrainer as T; "
