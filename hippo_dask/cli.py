@@ -97,7 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--mode", choices=["max", "min"], default="max")
     gc.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     gc.add_argument("--orphan-age", type=_seconds, default=3600.0, metavar="S",
-                    help="delete unreferenced checkpoint files older than S seconds (default 3600)")
+                    help="delete unreferenced checkpoint files older than S seconds (default "
+                         "3600); files a running stage holds (a fresh lease) are kept")
+    gc.add_argument("--temp-age", type=_seconds, default=None, metavar="S",
+                    help="delete temporary files of writers killed mid-write (checkpoints, "
+                         "journal segments, zarr chunks) older than S seconds (default: the "
+                         "orphan age)")
     gc.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
     gc.set_defaults(run=_gc, parser=gc)
 
@@ -245,13 +250,16 @@ def _gc(args: argparse.Namespace) -> int:
     options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
     try:
         report = collect_garbage(url, options, keep=args.keep, metric=args.metric, mode=args.mode,
-                                 dry_run=args.dry_run, orphan_age=args.orphan_age)
+                                 dry_run=args.dry_run, orphan_age=args.orphan_age,
+                                 temp_age=args.temp_age)
     except HippoError as exc:
         print(f"hippo-dask gc: {exc}", file=sys.stderr)
         return 2
     print(f"{url}: {report}")
-    for uri in report.deleted + report.orphans:
-        print(f"  {uri}")
+    for where in report.deleted + report.orphans + report.temporaries:
+        print(f"  {where}")
+    for problem in report.problems:
+        print(f"hippo-dask gc: {problem}", file=sys.stderr)
     return 0
 
 

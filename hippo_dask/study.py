@@ -235,9 +235,10 @@ class Study:
                 "the URL (protocol, bucket, path) and that this process may write there"
             ) from None
         self._warn_if_code_changed()
-        from hippo_dask.storage import FsspecCheckpointStore, MetricsStore
+        from hippo_dask.storage import MetricsStore, StudyCheckpointStore
 
-        self.checkpoints = FsspecCheckpointStore(f"{self.root}/ckpt", self.storage_options)
+        # Journaled as ``ckpt/<name>.ckpt``: a copied or moved study resolves its own files.
+        self.checkpoints = StudyCheckpointStore(self.root, self.storage_options)
         self.metrics_store = MetricsStore(f"{self.root}/metrics.zarr", self.storage_options)
         self._client = client
         self._driver: Driver | None = None
@@ -264,13 +265,15 @@ class Study:
             )
 
     def gc(self, keep: str = "branch-points", *, metric: str | None = None, mode: str = "max",
-           dry_run: bool = False, orphan_age: float = 3600.0) -> GarbageReport:
+           dry_run: bool = False, orphan_age: float = 3600.0,
+           temp_age: float | None = None) -> GarbageReport:
         """Delete checkpoints this study no longer needs; see :func:`hippo_dask.storage.collect_garbage`."""
         from hippo_dask.storage import collect_garbage
 
         self.plan.flush()
         report = collect_garbage(self.root, self.storage_options, keep=keep, metric=metric,
-                                 mode=mode, dry_run=dry_run, orphan_age=orphan_age)
+                                 mode=mode, dry_run=dry_run, orphan_age=orphan_age,
+                                 temp_age=temp_age)
         self.plan.refresh()  # take in what the collection forgot
         return report
 

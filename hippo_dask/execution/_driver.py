@@ -42,6 +42,7 @@ from hippo_dask.execution._submission import GPU, Submission
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.storage._records import CANCELLED
 from hippo_dask.storage._retry import transient, with_retries_async
+from hippo_dask.storage._study_store import StudyCheckpointStore
 from hippo_dask.trial import Trial
 
 if TYPE_CHECKING:
@@ -127,6 +128,10 @@ class Driver(Placement, Submission, Reports):
         self.refresh_interval = float(setting("refresh-interval"))
         self.checkpoint_interval = float(setting("checkpoint-interval"))
         self.withdraw_after = float(setting("withdraw-after"))
+        self.lease_interval = float(setting("lease-interval"))
+        self._lease: frozenset[str] = frozenset()  # checkpoint names this driver's lease holds
+        self._lease_written = 0.0  # when (time.monotonic())
+        self._new_requests = False  # requests added since the last read of the journal
         self.stats = RunStats()
         self.loop = asyncio.get_running_loop()
         self._waiters: dict[tuple[Node, int], list[asyncio.Future[dict[str, float]]]] = {}
@@ -170,6 +175,7 @@ class Driver(Placement, Submission, Reports):
             raise failed
         future: asyncio.Future[dict[str, float]] = self.loop.create_future()
         self._waiters.setdefault(key, []).append(future)
+        self._new_requests = True
         self.kick()
         return await future
 
@@ -197,6 +203,7 @@ class Driver(Placement, Submission, Reports):
 
     def _look(self, last_refresh: float) -> float:
         """One beat: read the journal when due and schedule; returns when it last read."""
+        self._hold()
         if not self._waiters:
             return last_refresh
         if self.loop.time() - last_refresh >= self.refresh_interval:
@@ -266,6 +273,11 @@ class Driver(Placement, Submission, Reports):
         self._waiters.clear()
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
+        if self._lease and isinstance(self.store, StudyCheckpointStore):
+            try:
+                self.store.release(self._id)
+            except OSError as exc:  # it expires by itself (hippo.lease-interval)
+                logger.warning("could not remove this driver's checkpoint lease: %s", exc)
         if self._recorder is not None:
             await self._recorder.flush()
         try:
@@ -290,6 +302,32 @@ class Driver(Placement, Submission, Reports):
                 "the hippo_dask scheduler failed; see the log", exc_type="SchedulerError",
                 stage="", worker_traceback=tb_module.format_exc(),
             ))
+        self._hold()
+
+    def _hold(self) -> None:
+        """Keep this driver's lease on the checkpoint files its stages in flight save, so that
+        gc does not take them for orphans (:mod:`hippo_dask.storage._leases`). Rewritten when
+        that set changes and every ``hippo.lease-interval`` seconds while it is not empty."""
+        if self._closed or not isinstance(self.store, StudyCheckpointStore):
+            return
+        names = {p.checkpoint for r in self._running.values() for p in r.points.values()
+                 if p.checkpoint is not None}
+        if not self._journaled():
+            names |= self._lease  # their records wait for the journal: keep holding them
+        held = frozenset(names)
+        now = time.monotonic()
+        if held == self._lease and (not held or now - self._lease_written < self.lease_interval):
+            return
+        try:
+            if held:
+                self.store.hold(self._id, held, self.lease_interval)
+            else:
+                self.store.release(self._id)
+        except (OSError, ValueError) as exc:
+            logger.warning("could not write the lease on %d checkpoint files of running stages "
+                           "(gc may take them for orphans): %s", len(held), exc)
+            return
+        self._lease, self._lease_written = held, now
 
     def _fail_everyone(self, error: BaseException) -> None:
         for waiters in self._waiters.values():
@@ -376,6 +414,12 @@ class Driver(Placement, Submission, Reports):
 
     def _schedule(self) -> None:
         self._flush()
+        if self._new_requests and self._journaled():
+            # Read the journal after journaling new requests and before planning them: a gc
+            # that journaled forgetting a checkpoint before they reached the journal is seen
+            # here, so no stage loads a file it deletes (hippo_dask.storage._gc).
+            self._new_requests = False
+            self._refresh()
         workers = self._workers()
         self._abandon_lost_workers(set(workers))
         now = time.monotonic()

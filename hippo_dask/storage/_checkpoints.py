@@ -246,6 +246,11 @@ class FsspecCheckpointStore(CheckpointStore):
     def _resolve(self, uri: str) -> str:
         if not isinstance(uri, str) or not uri:
             raise ValueError(f"The value of `uri` is {uri!r}, but must be a checkpoint URI.")
+        # A location relative to the folder's parent (a study root journals ``ckpt/<name>.ckpt``).
+        head, _, tail = uri.partition("/")
+        if head == self.folder.rsplit("/", 1)[-1] and _NAME.fullmatch(tail.removesuffix(".ckpt")) \
+                and tail.endswith(".ckpt"):
+            return f"{self.folder}/{tail}"
         protocol = fsspec.core.split_protocol(uri)[0] or "file"
         protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
         if protocol not in protocols:

@@ -8,7 +8,7 @@ Levels, from most to least kept:
 ``all``
     Every checkpoint the plan refers to; only orphaned files go (written by a stage whose
     report never reached the journal: a killed driver, a cancelled stage), once older than
-    ``orphan_age`` seconds, so a file a running stage just wrote is never taken.
+    ``orphan_age`` seconds and named by no fresh lease, so a running stage's files stay.
 ``branch-points`` (default)
     Also drops checkpoints that are neither a branch point of the plan (where trials diverge,
     so future trials of the study resume there) nor needed by a pending request.
@@ -16,8 +16,25 @@ Levels, from most to least kept:
     Keeps only what pending requests need and the final checkpoint of the best request by
     ``metric``: the smallest footprint that still lets you load the winner.
 
-The plan forgets a checkpoint (journaled) before its file is deleted, so other processes stop
-planning from it first; one that already started loading falls back to an older state.
+What gc may delete, and nothing else:
+
+- files ``<root>/ckpt/<name>.ckpt`` of its own study (the root given), whatever locations the
+  journal holds: a location that is not a file of this study's ``ckpt/`` folder (a hostile or
+  foreign record) is reported in :attr:`GarbageReport.foreign` and left alone (see
+  :mod:`hippo_dask.storage._study_store` for how locations resolve);
+- the study's expired leases (``ckpt/.leases/``);
+- temporaries that writers killed mid-write left, older than ``temp_age``
+  (:mod:`hippo_dask.storage._sweep`).
+
+Collecting while drivers run. gc (1) reads the plan and decides; (2) journals that it forgets
+the doomed checkpoints, so drivers stop planning from them; (3) lists the checkpoint files,
+(4) reads the leases, (5) reads the journal again. A request journaled before (5) is seen
+there: what it resumes from (judged with the doomed checkpoints still present) is spared and
+journaled again. A driver that journals a request after (5) reads the journal before it plans
+(:class:`~hippo_dask.execution.Driver` refreshes after journaling new requests), so it sees
+the records of (2) and plans from older states. A file is an orphan only if no record read in
+(5) names it and no lease read in (4) holds it: a driver journals a stage's checkpoints before
+its lease lets go of them, so reading leases first and the journal second misses neither.
 """
 
 from __future__ import annotations
@@ -27,10 +44,14 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from hippo_dask.errors import HippoError
 from hippo_dask.plan import Node, SearchPlan
+from hippo_dask.storage._leases import modification_time
+from hippo_dask.storage._study_store import CHECKPOINT_FOLDER, StudyCheckpointStore
+from hippo_dask.storage._sweep import find_temporaries
 
 __all__ = ["GarbageReport", "collect_garbage"]
 
@@ -38,43 +59,74 @@ logger = logging.getLogger(__name__)
 
 KEEP_LEVELS = ("best", "branch-points", "all")
 
+Item = tuple[Node, int]
+
 
 @dataclass
 class GarbageReport:
-    """What a collection deleted (or would delete, in a dry run) and kept."""
+    """What a collection deleted (or would delete, in a dry run) and kept.
+
+    ``deleted`` and ``orphans`` are checkpoint locations (``ckpt/<name>.ckpt``);
+    ``temporaries`` paths of writers' temporary files; ``foreign`` locations the journal
+    holds that are no file of this study (never deleted); ``spared`` doomed checkpoints kept
+    because a request journaled during the collection resumes from them; ``held`` files kept
+    because a running stage's lease names them; ``problems`` what stopped gc from deleting
+    orphans (an unreadable lease).
+    """
 
     deleted: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    temporaries: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    spared: list[str] = field(default_factory=list)
+    held: int = 0
     kept: int = 0
     bytes_freed: int = 0
     dry_run: bool = False
+    problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
-        return (
+        text = (
             f"{verb} {len(self.deleted)} checkpoints and {len(self.orphans)} orphaned files "
             f"({self.bytes_freed / 1e6:.1f} MB); kept {self.kept} checkpoints"
         )
+        if self.temporaries:
+            text += f"; {len(self.temporaries)} temporary files of killed writers"
+        if self.held:
+            text += f"; {self.held} files of running stages kept"
+        if self.spared:
+            text += f"; {len(self.spared)} spared for requests journaled meanwhile"
+        if self.foreign:
+            text += f"; {len(self.foreign)} journaled locations outside this study left alone"
+        return text
 
 
-def _needed_by_pending(plan: SearchPlan) -> set[tuple[Node, int]]:
-    """The latest checkpoint on the path of every pending request."""
-    needed: set[tuple[Node, int]] = set()
+def _path_checkpoints(node: Node, extra: Mapping[Node, list[int]]) -> list[int]:
+    return sorted({*node.checkpoint_steps, *extra.get(node, ())})
+
+
+def _needed_by_pending(plan: SearchPlan, extra: Mapping[Item, str] | None = None) -> set[Item]:
+    """The latest checkpoint on the path of every pending request, counting ``extra`` too."""
+    more: dict[Node, list[int]] = {}
+    for node, step in extra or {}:
+        more.setdefault(node, []).append(step)
+    needed: set[Item] = set()
     for node, steps in plan.pending():
         current: Node | None = node
         limit = steps
         while current is not None:
-            found = current.latest_checkpoint(limit)
-            if found is not None:
-                needed.add((current, found))
+            found = [s for s in _path_checkpoints(current, more) if current.start < s <= limit]
+            if found:
+                needed.add((current, found[-1]))
                 break
             limit = current.start
             current = current.parent
     return needed
 
 
-def _branch_points(plan: SearchPlan) -> set[tuple[Node, int]]:
-    points: set[tuple[Node, int]] = set()
+def _branch_points(plan: SearchPlan) -> set[Item]:
+    points: set[Item] = set()
     for node in plan.nodes:
         parent = node.parent
         if parent is not None and node.start in parent.checkpoints:
@@ -82,7 +134,7 @@ def _branch_points(plan: SearchPlan) -> set[tuple[Node, int]]:
     return points
 
 
-def _best(plan: SearchPlan, metric: str, mode: str) -> set[tuple[Node, int]]:
+def _best(plan: SearchPlan, metric: str, mode: str) -> set[Item]:
     best: tuple[float, Node, int] | None = None
     for node in plan.nodes:
         for steps, count in node.requests.items():
@@ -97,6 +149,13 @@ def _best(plan: SearchPlan, metric: str, mode: str) -> set[tuple[Node, int]]:
     return {(best[1], best[2])}
 
 
+def _check_age(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+            or not math.isfinite(value):
+        raise HippoError(f"gc: `{name}` must be seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def collect_garbage(
     url: str,
     storage_options: Mapping[str, Any] | None = None,
@@ -106,8 +165,12 @@ def collect_garbage(
     mode: str = "max",
     dry_run: bool = False,
     orphan_age: float = 3600.0,
+    temp_age: float | None = None,
 ) -> GarbageReport:
     """Delete checkpoints of the study at ``url`` (its root: the folder holding ``plan/``).
+
+    Deletes only files of this study's ``ckpt/`` folder, its expired leases and its writers'
+    temporaries (see the module's documentation).
 
     Parameters
     ----------
@@ -118,75 +181,137 @@ def collect_garbage(
     dry_run
         Report what would go, delete nothing.
     orphan_age
-        Seconds an unreferenced checkpoint file must have existed before it is deleted.
-    """
-    from hippo_dask.storage import FsspecCheckpointStore
+        Seconds an unreferenced checkpoint file must have existed before it is deleted (files
+        a fresh lease names are kept whatever their age).
+    temp_age
+        Seconds a temporary file of a writer (checkpoint, lease, journal segment, zarr chunk)
+        must have existed before it is deleted; defaults to ``orphan_age``.
 
+    Raises
+    ------
+    HippoError
+        If an argument is invalid.
+    StudyNotFoundError
+        If ``url`` holds no study (no ``plan/`` journal); nothing is created.
+    StorageError
+        If the URL's bucket does not exist; nothing is created.
+    """
     if keep not in KEEP_LEVELS:
         raise HippoError(f"gc: `keep` must be one of {KEEP_LEVELS}, got {keep!r}")
     if keep == "best" and not metric:
         raise HippoError("gc: keep='best' needs metric= (and mode=) to know which trial is best")
     if mode not in ("max", "min"):
         raise HippoError(f"gc: `mode` must be 'max' or 'min', got {mode!r}")
+    orphan_age = _check_age("orphan_age", orphan_age)
+    temp_age = orphan_age if temp_age is None else _check_age("temp_age", temp_age)
     # Never creates anything: a URL holding no study (or a missing bucket) is an error.
     plan = SearchPlan.open(url, storage_options, create=False)
-    store = FsspecCheckpointStore(f"{url.rstrip('/')}/ckpt", storage_options)
+    store = StudyCheckpointStore(url, storage_options)
     report = GarbageReport(dry_run=dry_run)
 
-    referenced = {(node, step): uri for node in plan.nodes for step, uri in node.checkpoints.items()}
+    # (1) Decide on the plan as read.
+    referenced = {(node, step): loc for node in plan.nodes for step, loc in node.checkpoints.items()}
+    report.foreign = sorted({loc for loc in referenced.values() if store.name_of(loc) is None})
     keepers = _needed_by_pending(plan)
     if keep == "branch-points":
         keepers |= _branch_points(plan)
     elif keep == "best":
         keepers |= _best(plan, metric or "", mode)
-    doomed = [] if keep == "all" else [item for item in referenced if item not in keepers]
-    report.kept = len(referenced) - len(doomed)
-
-    sizes = _sizes(store)
-    for node, step in doomed:
-        uri = referenced[(node, step)]
-        report.deleted.append(uri)
-        report.bytes_freed += sizes.get(_name(uri), 0)
-        if not dry_run:
+    doomed = {} if keep == "all" else {
+        item: loc for item, loc in referenced.items()
+        if item not in keepers and store.name_of(loc) is not None
+    }
+    # (2) Journal the forgetting before any file goes.
+    if not dry_run and doomed:
+        for node, step in doomed:
             plan.forget_checkpoint(node, step)
-    if not dry_run:
-        plan.flush()  # journaled before any file goes
-        for uri in report.deleted:
-            store.delete(uri)
-
-    known = {_name(uri) for uri in referenced.values()}
+        plan.flush()
+    # (3) the files, (4) the leases, (5) the journal again, in this order.
+    files = _listing(store)
+    leases = store.leases()
+    plan.refresh()
     now = time.time()
-    for name, (size, modified) in _listing(store).items():
-        if name not in known and now - modified >= orphan_age:
-            report.orphans.append(store.uri(name.removesuffix(".ckpt")))
+
+    spared = {item: loc for item, loc in doomed.items() if item in _needed_by_pending(plan, doomed)}
+    if spared:
+        report.spared = sorted(spared.values())
+        if not dry_run:
+            for (node, step), loc in spared.items():
+                plan.record_checkpoint(node, step, loc)
+            plan.flush()
+    in_use = {
+        store.name_of(loc) for node in plan.nodes for step, loc in node.checkpoints.items()
+        if not (dry_run and (node, step) in doomed and (node, step) not in spared)
+    }
+    held: set[str] = set()
+    blocked = False
+    for lease in leases:
+        if lease.problem is not None:
+            logger.warning("gc %s: lease %s unusable: %s", url, lease.path, lease.problem)
+            if now - lease.modified < orphan_age:
+                blocked = True
+                report.problems.append(
+                    f"lease {lease.path} is unusable ({lease.problem}); no orphaned file is "
+                    f"deleted while it is younger than the orphan age ({orphan_age:g} s). If no "
+                    "study runs here, delete it."
+                )
+        elif lease.fresh(now):
+            held |= lease.checkpoints
+
+    for item, loc in doomed.items():
+        name = store.name_of(loc)
+        if item in spared or name in in_use:
+            continue
+        if name in held:
+            report.held += 1
+            continue
+        report.deleted.append(f"{CHECKPOINT_FOLDER}/{name}")
+        report.bytes_freed += files.get(name or "", (0, 0.0))[0]
+    report.kept = len(referenced) - len(report.deleted)
+    doomed_names = {store.name_of(loc) for loc in doomed.values()}
+    for name, (size, modified) in sorted(files.items()):
+        if name in in_use or name in doomed_names:
+            continue
+        if name in held:
+            report.held += 1
+        elif not blocked and now - modified >= orphan_age:
+            report.orphans.append(f"{CHECKPOINT_FOLDER}/{name}")
             report.bytes_freed += size
-            if not dry_run:
-                store.delete(report.orphans[-1])
+    stale = [lease for lease in leases if not lease.fresh(now) and now - lease.modified >= orphan_age]
+    temporaries = [t for t in find_temporaries(store.fs, store.folder.rsplit("/", 1)[0], now=now)
+                   if t.age >= temp_age]
+    report.temporaries = [t.path for t in temporaries]
+    report.bytes_freed += sum(t.size for t in temporaries)
+    if not dry_run:
+        for loc in report.deleted + report.orphans:
+            store.delete(loc)
+        for path in [lease.path for lease in stale] + report.temporaries:
+            store._storage_call(partial(_remove, store.fs, path), f"cannot delete {path}")
     logger.info("gc %s: %s", url, report)
     return report
 
 
-def _name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _listing(store: Any) -> dict[str, tuple[int, float]]:
-    """Checkpoint files by name: (size, modification time)."""
+def _remove(fs: Any, path: str) -> None:
     try:
-        entries = store.fs.ls(store.folder, detail=True, refresh=True)
+        fs.rm_file(path)
     except FileNotFoundError:
-        return {}
+        pass
+
+
+def _listing(store: StudyCheckpointStore) -> dict[str, tuple[int, float]]:
+    """Checkpoint files of ``store`` by name: (size, modification time)."""
+
+    def entries() -> list[dict[str, Any]]:
+        try:
+            found: list[dict[str, Any]] = store.fs.ls(store.folder, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        return found
+
     out: dict[str, tuple[int, float]] = {}
-    for entry in entries:
-        name = _name(str(entry["name"]))
-        if not name.endswith(".ckpt") or name.startswith("."):
+    for entry in store._storage_call(entries, f"cannot list {store.folder}"):
+        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if entry.get("type") != "file" or store.name_of(f"{CHECKPOINT_FOLDER}/{name}") is None:
             continue
-        modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created") or 0
-        if hasattr(modified, "timestamp"):
-            modified = modified.timestamp()
-        out[name] = (int(entry.get("size") or 0), float(modified))
+        out[name] = (int(entry.get("size") or 0), modification_time(entry))
     return out
-
-
-def _sizes(store: Any) -> dict[str, int]:
-    return {name: size for name, (size, _) in _listing(store).items()}

@@ -71,7 +71,7 @@ def test_damaged_checkpoints_are_detected_forgotten_and_rederived(
         for trial in space:
             found = study.plan.latest_checkpoint(study._plan_trial(trial), 60)
             assert found is not None and found[0] == 60
-            damage(Path(found[1]), marker)
+            damage(Path(study.root, found[1]), marker)  # relative to the study root
             damaged.append(found[1])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
