@@ -8,6 +8,7 @@ from hippo_dask import _settings  # noqa: F401  (registers hippo.yaml with dask.
 from hippo_dask import cluster, seq, tuners
 from hippo_dask.errors import (
     CheckpointNotFoundError,
+    ClusterStartError,
     CorruptCheckpointError,
     DependencyError,
     HippoError,
@@ -33,6 +34,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CheckpointNotFoundError",
+    "ClusterStartError",
     "CorruptCheckpointError",
     "DependencyError",
     "GridSpace",

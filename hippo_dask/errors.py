@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointNotFoundError",
+    "ClusterStartError",
     "CorruptCheckpointError",
     "DependencyError",
     "HippoError",
@@ -63,6 +64,11 @@ class CorruptCheckpointError(HippoError, ValueError):
 class DependencyError(HippoError, RuntimeError):
     """An installed dependency is older than what one of hippo_dask's guarantees rests on (a
     torch whose ``weights_only`` loading crafted checkpoints could bypass)."""
+
+
+class ClusterStartError(HippoError, RuntimeError):
+    """A cluster could not start its workers: the batch system refused the jobs (``sbatch``
+    rejected a partition, a gres, a time limit); the message quotes it and names the fix."""
 
 
 class StorageError(HippoError, OSError):

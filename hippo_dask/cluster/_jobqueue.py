@@ -9,7 +9,8 @@ of the same jobs. dask-jobqueue matches workers to jobs by name (``<spec name>-<
 :class:`HippoSLURMCluster` translates. It also notices a job whose workers all left (``scancel``,
 wall time, pre-emption, ``--lifetime``) and submits a replacement while the cluster still wants
 that job, with or without adaptive scaling; the driver has already planned the job's stages again
-from their checkpoints.
+from their checkpoints. A job ``sbatch`` refuses is marked failed (so the cluster still closes)
+and keeps the refusal for :func:`~hippo_dask.cluster.slurm` to report.
 
 Imported only by :func:`hippo_dask.cluster.slurm`: dask-jobqueue is the ``slurm`` extra.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dask.config
@@ -25,7 +27,7 @@ from dask.utils import parse_timedelta
 from dask_jobqueue.slurm import SLURMCluster, SLURMJob
 from distributed.core import Status
 
-from hippo_dask.cluster._slurm import worker_job
+from hippo_dask.cluster._slurm import sbatch_problem, worker_job
 
 __all__ = ["HippoSLURMCluster", "HippoSLURMJob"]
 
@@ -48,6 +50,19 @@ class HippoSLURMJob(SLURMJob):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.gpus_per_job = gpus_per_job
         self._command_template = self._launch(self._command_template)
+        #: Why ``sbatch`` refused this job (``None``: not refused, or not submitted yet).
+        self.submit_error: Exception | None = None
+
+    async def start(self) -> None:
+        """Submit the job. A refusal marks it failed, so the cluster can still close (distributed
+        asserts that every worker it created has started or failed), and is re-raised."""
+        try:
+            await super().start()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            self.submit_error = exc
+            self.status = Status.failed
+            logger.error("SLURM refused a job of this cluster: %s", sbatch_problem(exc))
+            raise
 
     def _launch(self, command: str) -> str:
         """K backgrounded ``dask worker`` lines from jobqueue's single command, then ``wait``."""
@@ -59,8 +74,8 @@ class HippoSLURMJob(SLURMJob):
         lines = []
         if self.gpus_per_job:
             lines += [
-                f"# hippo_dask: {count} Dask workers, one per GPU of this job,"
-                " each seeing only its own device",
+                (f"# hippo_dask: {count} Dask workers, one per GPU of this job,"
+                 " each seeing only its own device"),
                 'hippo_visible="${CUDA_VISIBLE_DEVICES:-${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}}"',
                 f'[ -n "$hippo_visible" ] || hippo_visible="{",".join(map(str, range(count)))}"',
                 'IFS=, read -r -a hippo_gpu <<< "$hippo_visible"',
@@ -85,6 +100,24 @@ class HippoSLURMCluster(SLURMCluster):
     """``dask_jobqueue.SLURMCluster`` with job-id worker names and replaced lost jobs."""
 
     job_cls = HippoSLURMJob
+
+    def __init__(self, *args: Any, on_close: Callable[[], object] | None = None, **kwargs: Any) -> None:
+        self._on_close = on_close  # removes the TLS files written for the jobs
+        super().__init__(*args, **kwargs)
+
+    async def _close(self) -> None:
+        try:
+            await super()._close()  # type: ignore[no-untyped-call]
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+    def submissions(self) -> list[HippoSLURMJob] | None:
+        """The jobs the cluster wants now, once ``sbatch`` answered for each; ``None`` before."""
+        jobs = [self.workers.get(spec) for spec in self.worker_spec]
+        if any(job is None for job in jobs):
+            return None
+        return [job for job in jobs if isinstance(job, HippoSLURMJob)]
 
     def job_ids(self) -> dict[str, str]:
         """SLURM job id of each submitted job, by dask-jobqueue's name for it."""

@@ -10,28 +10,42 @@ Adaptive scaling follows the study, not Dask's task queue: the driver submits st
 workers it has, so Dask never sees the stages waiting for one. Each driver publishes how many
 workers it could use now (busy ones plus chains ready to start) in the scheduler's metadata;
 :class:`StageDemandAdaptive` scales on that.
+
+Network: the scheduler must be reachable from the compute nodes, so it listens on the network
+(``interface=``, or the host's address); ``security=True`` runs scheduler, workers and client over
+mutual TLS, and only holders of the cluster's certificate can connect. Its dashboard listens on
+127.0.0.1 unless ``scheduler_options={"dashboard_address": ...}`` says otherwise. ``slurm``
+returns only once ``sbatch`` accepted the first jobs, and raises
+:class:`~hippo_dask.errors.ClusterStartError` (closing the cluster) when it refused them.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import re
+import tempfile
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 from dask.utils import parse_timedelta
 from distributed.deploy.adaptive import Adaptive
 
-from hippo_dask.cluster._local import ClusterClient
-from hippo_dask.errors import HippoError
+from hippo_dask.cluster._local import LOOPBACK, ClusterClient
+from hippo_dask.errors import ClusterStartError, HippoError
 from hippo_dask.execution._driver import DEMAND_KEY
+
+if TYPE_CHECKING:
+    from distributed.security import Security
 
 __all__ = [
     "StageDemandAdaptive",
     "demand_total",
     "lifetime_for",
+    "sbatch_problem",
     "slurm",
     "slurm_seconds",
     "worker_job",
@@ -41,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: A driver's published demand counts for this long; a driver that died stops counting.
 DEMAND_TTL = 60.0
+#: Seconds :func:`slurm` waits for ``sbatch`` to accept or refuse the first jobs.
+SUBMIT_TIMEOUT = 300.0
 _NAME = re.compile(r"^(\d+)-(\d+)$")
 
 
@@ -143,6 +159,102 @@ def _check_count(name: str, value: object, low: int) -> int:
     return value
 
 
+def sbatch_problem(exc: BaseException) -> str:
+    """What ``sbatch`` said when it refused a job (its stderr), from dask-jobqueue's error."""
+    text = str(exc)
+    if "stderr:" in text:
+        text = text.split("stderr:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " / ".join(lines) or f"{type(exc).__name__}: {exc}"
+
+
+#: (what sbatch's message mentions, what to change), first match wins.
+_FIXES = (
+    (r"\bgres\b|generic resource",
+     ("this SLURM has no such generic resource on that partition: see what each partition "
+      "offers with `sinfo -o '%P %G'`, then set `gpus_per_job` (0 for CPU-only partitions) "
+      "or the --gres in `job_extra_directives` to match")),
+    (r"account|association",
+     "pass `account=` one of yours (`sacctmgr show associations user=$USER`)"),
+    (r"partition",
+     "pass `partition=` one of the partitions `sinfo -s` lists that you may use"),
+    (r"time limit",
+     "shorten `walltime` to the partition's limit (`sinfo -o '%P %l'`)"),
+    (r"node configuration|memory|cpu",
+     "ask for `memory` and `cores` per job that a node has (`sinfo -o '%P %c %m'`)"),
+)
+
+
+def _fix_for(problem: str) -> str:
+    for pattern, fix in _FIXES:
+        if re.search(pattern, problem, re.IGNORECASE):
+            return fix
+    return "change the option it names (an argument of cluster.slurm or job_extra_directives)"
+
+
+def _refused(cluster: Any, jobs: list[Any]) -> ClusterStartError:
+    problem = sbatch_problem(jobs[0].submit_error)
+    header = [line for line in cluster.job_script().splitlines() if line.startswith("#SBATCH")]
+    return ClusterStartError(
+        f"cluster.slurm: SLURM refused {len(jobs)} job(s): sbatch said {problem!r}. Fix: "
+        f"{_fix_for(problem)}. The job asked for: {' '.join(header) or '(no #SBATCH lines)'}"
+    )
+
+
+def _await_submission(cluster: Any, timeout: float = SUBMIT_TIMEOUT) -> None:
+    """Return once ``sbatch`` accepted every job the cluster wants now; raise if it refused one."""
+    deadline = time.monotonic() + timeout
+    while (jobs := cluster.submissions()) is None:
+        if time.monotonic() > deadline:
+            raise ClusterStartError(
+                f"cluster.slurm: sbatch did not answer within {timeout:.0f} s; check that "
+                "SLURM's controller answers (`sinfo`, `squeue -u $USER`)"
+            )
+        time.sleep(0.05)  # polling the cluster's event loop thread, bounded by the deadline
+    refused = [job for job in jobs if job.submit_error is not None]
+    if refused:
+        raise _refused(cluster, refused)
+
+
+_WORKER_TLS = {"tls_ca_file": "ca.pem", "tls_worker_key": "worker-key.pem",
+               "tls_worker_cert": "worker-cert.pem"}
+
+
+def _security(security: bool | Security | None,
+              directory: str | None) -> tuple[Security | None, Callable[[], object] | None]:
+    """The cluster's ``Security``, with the workers' in-memory PEMs written to files the jobs
+    can read (a new 0700 folder in ``directory``, files 0600), and what removes them.
+
+    ``True`` creates a temporary self-signed certificate (``Security.temporary()``). File
+    paths are kept as given: they must be readable on the compute nodes.
+    """
+    if security is None or security is False:
+        return None, None
+    from distributed.security import Security
+
+    if security is True:
+        security = Security.temporary()  # type: ignore[no-untyped-call]
+    if not isinstance(security, Security):
+        raise HippoError(f"cluster.slurm: `security` must be True, None or a "
+                         f"distributed.security.Security, got {security!r}")
+    in_memory = {field: value for field in _WORKER_TLS
+                 if isinstance(value := getattr(security, field, None), str) and "\n" in value}
+    if not in_memory:
+        return security, None
+    root = os.path.abspath(os.path.expanduser(directory or "~/.hippo-dask"))
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    # 0700, removed by cleanup() when the cluster closes (or when collected, or at exit)
+    folder = tempfile.TemporaryDirectory(prefix="tls-", dir=root)
+    security = copy.copy(security)  # the caller's keeps its in-memory PEMs
+    for field, value in in_memory.items():
+        path = os.path.join(folder.name, _WORKER_TLS[field])
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(value)
+        setattr(security, field, path)
+    return security, folder.cleanup
+
+
 def slurm(
     gpus_per_job: int = 1,
     jobs: int | None = None,
@@ -152,6 +264,7 @@ def slurm(
     account: str | None = None,
     adaptive: tuple[int, int] | None = None,
     lifetime: str | float | bool | None = None,
+    security: bool | Security | None = None,
     **jobqueue_kwargs: Any,
 ) -> ClusterClient:
     """Start Dask workers as SLURM jobs (dask-jobqueue) and return a client for a study.
@@ -180,13 +293,25 @@ def slurm(
         Workers retire after this long (``"55m"``, seconds), before SLURM kills the job, so no
         stage is started that would not end in time. Default: a margin before ``walltime``
         (:func:`lifetime_for`). ``False``: no lifetime.
+    security
+        ``True``: scheduler, workers and this client talk over mutual TLS with a certificate
+        made for this cluster (``distributed.security.Security.temporary()``); only holders
+        of it can connect, a client without it is refused. Or your own
+        ``distributed.security.Security`` (certificate files must be readable on the compute
+        nodes). The scheduler listens on the network so the jobs can reach it: without TLS,
+        anyone who can reach its port can run code on the workers. The workers' key and
+        certificate are written to a new folder in ``shared_temp_directory`` (default
+        ``~/.hippo-dask``; it must be on a filesystem the compute nodes see), readable only by
+        you, and removed when the cluster closes.
     **jobqueue_kwargs
         Passed to ``dask_jobqueue.SLURMCluster``: ``cores`` (per job; default one per worker),
         ``memory`` (per job; default 4 GiB per worker), ``interface``, ``job_script_prologue``
         (``["module load cuda", "conda activate hippo"]``), ``job_extra_directives``,
         ``worker_extra_args``, ``log_directory``, ``local_directory``, ``python``,
         ``scheduler_options``, ``config_name`` ... Each unset one comes from
-        ``jobqueue.<config_name>`` in dask's config.
+        ``jobqueue.<config_name>`` in dask's config. The scheduler's dashboard listens on
+        ``127.0.0.1:8787`` (reach it through ``ssh -L 8787:127.0.0.1:8787 login-node``) unless
+        ``scheduler_options={"dashboard_address": ...}`` says otherwise.
 
     Returns
     -------
@@ -196,6 +321,9 @@ def slurm(
 
     Raises
     ------
+    ClusterStartError
+        ``sbatch`` refused the first jobs (an unknown partition or gres, a time limit): the
+        message quotes SLURM and names the fix; the cluster is closed, nothing keeps running.
     HippoError
         A bad count, ``processes`` other than ``gpus_per_job``, or dask-jobqueue missing.
 
@@ -205,6 +333,7 @@ def slurm(
     ...                           adaptive=(1, 8), memory="64GB", cores=16,
     ...                           job_script_prologue=["module load cuda/12.4"])  # doctest: +SKIP
     >>> study = hd.Study("digits", DigitsTrainer, storage="/scratch/me/runs", client=client)  # doctest: +SKIP
+    >>> client = hd.cluster.slurm(gpus_per_job=1, jobs=4, security=True)  # TLS  # doctest: +SKIP
     """
     try:
         from hippo_dask.cluster._jobqueue import HippoSLURMCluster
@@ -253,15 +382,26 @@ def slurm(
     directives = list(kwargs.pop("job_extra_directives", None) or conf("job-extra-directives") or [])
     if gpus_per_job and not any(re.search(r"--gres=gpu|--gpus", d) for d in directives):
         directives.append(f"--gres=gpu:{gpus_per_job}")
-    cluster = HippoSLURMCluster(
-        gpus_per_job=gpus_per_job, processes=processes, cores=cores, memory=memory,
-        queue=partition, account=account, walltime=walltime, worker_extra_args=extra,
-        job_extra_directives=directives, **kwargs,
-    )
+    options = dict(kwargs.pop("scheduler_options", None) or conf("scheduler-options") or {})
+    options.setdefault("dashboard_address", f"{LOOPBACK}:8787")
+    tls, forget = _security(security, kwargs.get("shared_temp_directory")
+                            or conf("shared-temp-directory"))
+    try:
+        cluster = HippoSLURMCluster(
+            gpus_per_job=gpus_per_job, processes=processes, cores=cores, memory=memory,
+            queue=partition, account=account, walltime=walltime, worker_extra_args=extra,
+            job_extra_directives=directives, scheduler_options=options, security=tls,
+            on_close=forget, **kwargs,
+        )
+    except BaseException:
+        if forget is not None:
+            forget()
+        raise
     try:
         start = jobs if jobs is not None else (low if adaptive is not None else 1)
         if start:
             cluster.scale(jobs=start)  # type: ignore[no-untyped-call]
+            _await_submission(cluster)
         if adaptive is not None:
             cluster.adapt(minimum_jobs=low, maximum_jobs=high, Adaptive=StageDemandAdaptive,
                           worker_key=job_of_worker)

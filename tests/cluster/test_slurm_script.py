@@ -24,13 +24,16 @@ import pytest
 import hippo_dask as hd
 from hippo_dask.cluster._jobqueue import HippoSLURMCluster
 from hippo_dask.cluster._slurm import (
+    _fix_for,
     _gpu_resource,
     demand_total,
     job_of_worker,
     lifetime_for,
+    sbatch_problem,
     slurm_seconds,
     worker_job,
 )
+from tests.security.test_listen import listening, open_ones
 
 LOCAL = {"interface": "lo", "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"}}
 
@@ -223,3 +226,31 @@ def test_the_cluster_maps_job_id_names_to_dask_jobqueue_names(make: Any) -> None
         assert cluster._canonical("999-0") == "999-0"  # not ours
     finally:
         del cluster.workers["HippoSLURMCluster-7"]
+
+
+def test_the_scheduler_dashboard_listens_only_on_this_machine(make: Any) -> None:
+    """The scheduler listens where the jobs reach it (``interface``); its dashboard does not
+    (dask-jobqueue's default is ``:8787``, every interface)."""
+    client = make(gpus_per_job=0, memory="1GB", scheduler_options={"interface": "lo"})
+    port = int(client.dashboard_link.split(":")[2].split("/")[0])
+    mine = [s for s in listening() if s[1] == port]
+    assert mine and open_ones(mine) == [], mine
+
+
+@pytest.mark.parametrize(("stderr", "fix"), [
+    ("sbatch: error: Invalid generic resource (gres) specification", "sinfo -o '%P %G'"),
+    (("sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job submission "
+      "failed: Invalid partition name specified"), "pass `partition=`"),
+    (("sbatch: error: Batch job submission failed: Invalid account or account/partition "
+      "combination specified"), "pass `account=`"),
+    (("sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or "
+      "exceeds some limit)"), "shorten `walltime`"),
+    (("sbatch: error: Batch job submission failed: Requested node configuration is not "
+      "available"), "ask for `memory` and `cores`"),
+])
+def test_an_sbatch_refusal_is_quoted_with_its_fix(stderr: str, fix: str) -> None:
+    error = RuntimeError("Command exited with non-zero exit code.\nExit code: 1\nCommand:\n"
+                         f"sbatch /tmp/tmpx.sh\nstdout:\n\nstderr:\n{stderr}\n\n")
+    problem = sbatch_problem(error)
+    assert problem == stderr.replace("\n", " / ")
+    assert fix in _fix_for(problem)
