@@ -100,6 +100,7 @@ class SearchPlan:
         self._tagged: dict[str, tuple[Trial, int]] = {}
         self._requests = 0
         self._max_steps = 0
+        self._reach: dict[str, tuple[Node, int]] = {}  # trial id -> (node at its most steps, steps)
         self._pending: set[tuple[Node, int]] = set()
         self._buffer: list[Record] = []
         self._journal: Journal | None = None
@@ -324,6 +325,7 @@ class SearchPlan:
                 for n in nodes
             ],
             "tags": [[tag, trial.id, steps] for tag, (trial, steps) in self._tagged.items()],
+            "reach": [[tid, index[node], steps] for tid, (node, steps) in self._reach.items()],
             "requests": self._requests,
             "book": self._book.export(index),
             "orphans": [[to_raw(r), list(p)] for r, p in self._orphans],
@@ -350,6 +352,10 @@ class SearchPlan:
             self._tagged[str(tag)] = (trials[trial_id], int(steps))
             self._tags[str(tag)] = int(steps)
         self._max_steps = max(self._tags.values(), default=0)
+        for trial_id, at, steps in payload["reach"]:
+            if not isinstance(at, int) or not 0 <= at < len(nodes) or str(trial_id) not in trials:
+                raise ValueError(f"a trial's path names node {at!r}")
+            self._reach[str(trial_id)] = (nodes[at], int(steps))
         self._requests = int(payload["requests"])
         self._pending = {(n, s) for n in nodes for s in n.requests if s not in n.metrics}
         self._book = StateBook.restore(payload["book"], nodes)
@@ -387,6 +393,9 @@ class SearchPlan:
         if steps not in node.metrics:
             self._pending.add((node, steps))
         self._tags[tag] = max(self._tags.get(tag, 0), steps)
+        reach = self._reach.get(trial.id)
+        if reach is None or steps > reach[1]:
+            self._reach[trial.id] = (node, steps)
         known = self._tagged.get(tag)
         if known is None or (steps, known[0].id) > (known[1], trial.id):
             self._tagged[tag] = (trial, steps)  # ties go to the smaller trial id, in any order
@@ -405,6 +414,12 @@ class SearchPlan:
         trial = self._trials.get(trial_id)
         if trial is None or step > self._max_steps:
             return None
+        reach = self._reach.get(trial_id)
+        if reach is not None and step <= reach[1]:  # up the trial's own path: no walk from the root
+            found = reach[0]
+            while found.start >= step and found.parent is not None:
+                found = found.parent
+            return found
         node = self._trie.place(trial, step, create=False, extend=False)
         if node is None or step > node.extent:
             return None
