@@ -20,7 +20,7 @@ import numpy as np
 from hippo_dask.errors import InvalidSpaceError
 from hippo_dask.seq import SequenceTemplate
 from hippo_dask.seq._base import Sampleable, _resolve
-from hippo_dask.trial import Trial
+from hippo_dask.trial import Trial, check_user_names
 
 __all__ = [
     "Distribution",
@@ -179,6 +179,7 @@ class GridSpace:
         if not axes:
             raise InvalidSpaceError("GridSpace: give at least one axis, e.g. GridSpace(lr=[...])")
         _check_where(where, "GridSpace")
+        check_user_names(axes, "GridSpace", InvalidSpaceError)
         self.axes: dict[str, tuple[Any, ...]] = {}
         for name, options in axes.items():
             if isinstance(options, _Choice):
@@ -252,6 +253,7 @@ class RandomSpace:
         if not axes:
             raise InvalidSpaceError("RandomSpace: give at least one axis, e.g. RandomSpace(lr=...)")
         _check_where(where, "RandomSpace")
+        check_user_names(axes, "RandomSpace", InvalidSpaceError)
         if random_state is None:
             random_state = int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
         if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral):

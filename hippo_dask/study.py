@@ -29,7 +29,7 @@ from hippo_dask.execution import Driver, RunStats, TrialFailedError
 from hippo_dask.plan import SearchPlan
 from hippo_dask.progress import TuneProgress
 from hippo_dask.trainer import Trainer
-from hippo_dask.trial import Trial
+from hippo_dask.trial import Trial, check_steps, check_user_names
 
 if TYPE_CHECKING:
     import distributed
@@ -47,7 +47,7 @@ T = TypeVar("T")
 #: Fixed values the engine adds to every trial it puts in the plan; the trainer never sees them.
 CODE_KEY = "_hippo_code"
 ISOLATE_KEY = "_hippo_isolate"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -198,10 +198,10 @@ class Study:
         retries: int = 0,
         storage_timeout: float | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise HippoError(
-                f"Study: `name` must be letters, digits, '.', '_' or '-' (it names a folder), "
-                f"got {name!r}"
+                f"Study: `name` must be 1-200 letters, digits, '.', '_' or '-', starting with a "
+                f"letter or digit (it names a folder and zarr keys), e.g. 'digits-cnn'; got {name!r}"
             )
         if not (isinstance(trainer_cls, type) and issubclass(trainer_cls, Trainer)):
             raise HippoError(
@@ -338,6 +338,7 @@ class Study:
         """The trial as the plan keys it: with the code fingerprint (and isolation without sharing)."""
         if not isinstance(trial, Trial):
             raise InvalidTrialError(f"expected a hippo_dask.Trial, got {trial!r}")
+        check_user_names(trial.config, "Study")
         extra = {CODE_KEY: self.fingerprint}
         if not self.sharing:
             extra[ISOLATE_KEY] = trial.id
@@ -394,13 +395,14 @@ class Study:
         Returns at once when the plan already holds the answer. Raises
         :class:`~hippo_dask.execution.TrialFailedError` if a stage it needs failed.
         """
-        planned = self._plan_trial(trial)
-        driver = self._ensure_driver()
         run = self._run
         progress = None if run is None else run.progress
-        if progress is not None:
-            progress.asked(trial.id, planned, steps)
-        try:
+        try:  # bad input (steps, reserved names) stops the run as other configuration errors do
+            steps = check_steps(steps, "Study.train")
+            planned = self._plan_trial(trial)
+            driver = self._ensure_driver()
+            if progress is not None:
+                progress.asked(trial.id, planned, steps)
             metrics = await driver.request(planned, steps, tag=trial.id)
         except asyncio.CancelledError as exc:
             if run is not None:

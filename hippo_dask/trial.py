@@ -12,17 +12,66 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
-from hippo_dask.errors import InvalidTrialError
+from hippo_dask._settings import setting
+from hippo_dask.errors import HippoError, InvalidSpaceError, InvalidTrialError
 from hippo_dask.seq import Sequence, SequenceTemplate, from_dict
 from hippo_dask.seq._base import Sampleable
 
-__all__ = ["Trial"]
+__all__ = ["ENGINE_PREFIX", "Trial", "check_steps", "check_user_names"]
+
+ENGINE_PREFIX: Final = "_hippo_"
+"""Hyper-parameter names starting with this are the engine's own values (the trainer's code
+fingerprint, the isolation key of ``Study(sharing=False)``): the trainer never sees them, and
+spaces and studies refuse them from users."""
+
+
+def check_user_names(names: Iterable[str], who: str,
+                     error: type[HippoError] = InvalidTrialError) -> None:
+    """Refuse hyper-parameter names the engine keeps for itself (``_hippo_*``).
+
+    Raises
+    ------
+    InvalidTrialError
+        (or ``error``) naming ``who``, the name and the fix.
+    """
+    for name in names:
+        if isinstance(name, str) and name.startswith(ENGINE_PREFIX):
+            rest = name[len(ENGINE_PREFIX):].lstrip("_") or "value"
+            raise error(
+                f"{who}: hyper-parameter `{name}` starts with {ENGINE_PREFIX!r}, which hippo_dask "
+                f"keeps for its own values (the trainer would never see it); rename it, e.g. "
+                f"`{rest}`"
+            )
+
+
+def check_steps(steps: Any, who: str, argument: str = "steps") -> int:
+    """``steps`` as an ``int`` if it is a whole number from 1 to ``hippo.max-steps``.
+
+    Raises
+    ------
+    InvalidSpaceError
+        Naming ``who``, the argument, the value and the bound, and how to raise the bound.
+    """
+    bound = int(setting("max-steps"))
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise InvalidSpaceError(
+            f"{who}: `{argument}` must be a whole number of steps >= 1, got {steps!r}"
+        )
+    if steps > bound:
+        raise InvalidSpaceError(
+            f"{who}: `{argument}` is {steps!r}, more than the {bound:,} steps a request may ask "
+            f"for (planning cost grows with a request's steps, so this is almost surely a "
+            f"typo); ask for fewer, or raise the bound with "
+            f"dask.config.set({{'hippo.max-steps': {int(steps)}}})"
+        )
+    return int(steps)
 
 
 def _json_default(value: Any) -> Any:
