@@ -1,35 +1,34 @@
 """Nothing the project starts listens beyond this machine unless the user asks (issue 12).
 
-Every test starts real servers (a Dask cluster, a Bokeh dashboard) and reads, with psutil, the
+Every test starts a real Dask cluster and reads, with psutil, the
 listening TCP sockets of this process and of every process it started: by default each one is
 on a loopback address; ``host=`` / ``--host`` opens them, and then they are where asked.
 
 The GPU path without dask_cuda runs on any machine with ``gpus=[...], dask_cuda=False`` (it only
-sets ``CUDA_VISIBLE_DEVICES``). ``dask_cuda.LocalCUDACluster`` is replaced by a stand-in that
+sets ``CUDA_VISIBLE_DEVICES``; the ids are not checked against nvidia-smi and the workers do not
+ask NVML, so a machine with fewer GPUs runs it too). ``dask_cuda.LocalCUDACluster`` is replaced by a stand-in that
 records its options and starts a plain ``LocalCluster`` with them, as the real one does
-(it is a ``LocalCluster`` subclass) after its GPU bookkeeping.
+(it is a ``LocalCluster`` subclass) after its GPU bookkeeping. The dashboards' sockets are
+measured in test_listen_dashboard.py (they need bokeh, which a GPU machine may lack).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
-import subprocess
 import sys
-import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import psutil
 import pytest
 from distributed import LocalCluster
 
 import hippo_dask as hd
-from hippo_dask.dashboard import serve
+from hippo_dask.cluster import _local
 from hippo_dask.testing.simulated import SimulatedTrainer
-from tests.dashboard.known import write_known_study
 
 OPEN = "0.0.0.0"
 
@@ -89,13 +88,21 @@ def test_the_cluster_a_study_starts_listens_only_on_this_machine(tmp_path: Path)
         check_cluster(client, len(client.cluster.workers))
 
 
-def test_gpu_workers_without_dask_cuda_listen_only_on_this_machine() -> None:
+@pytest.fixture
+def any_gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Device ids need not exist here: nvidia-smi "absent", NVML not asked."""
+    monkeypatch.setattr(_local, "_nvidia_smi_gpus", lambda: None)
+    with dask.config.set({"distributed.diagnostics.nvml": False}):
+        yield
+
+
+def test_gpu_workers_without_dask_cuda_listen_only_on_this_machine(any_gpus: None) -> None:
     with hd.cluster.local(gpus=["0", "1"], dask_cuda=False) as client:
         check_cluster(client, 2)
 
 
 @pytest.fixture
-def fake_dask_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def fake_dask_cuda(monkeypatch: pytest.MonkeyPatch, any_gpus: None) -> Iterator[dict[str, Any]]:
     """``dask_cuda`` whose ``LocalCUDACluster`` records its options and starts a LocalCluster
     with them (one worker per device), so its sockets can be measured without a GPU."""
     made: dict[str, Any] = {}
@@ -128,7 +135,7 @@ def test_local_cuda_cluster_opens_when_asked(fake_dask_cuda: dict[str, Any]) -> 
 
 @pytest.mark.parametrize("path", [{"n_workers": 1, "gpus": []}, {"gpus": ["0"], "dask_cuda": False}],
                          ids=["cpu", "gpu-without-dask-cuda"])
-def test_a_cluster_opens_only_when_asked(path: dict[str, Any]) -> None:
+def test_a_cluster_opens_only_when_asked(path: dict[str, Any], any_gpus: None) -> None:
     with hd.cluster.local(host=OPEN, **path) as client:
         check_cluster(client, 1, opened=OPEN)
 
@@ -136,57 +143,3 @@ def test_a_cluster_opens_only_when_asked(path: dict[str, Any]) -> None:
 def test_host_and_interface_together_are_refused() -> None:
     with pytest.raises(hd.HippoError, match=r"give `host` \('0.0.0.0'\) or `interface` \('lo'\), not both"):
         hd.cluster.local(n_workers=1, gpus=[], host=OPEN, interface="lo")
-
-
-def test_the_dashboard_server_listens_only_on_this_machine_unless_asked(tmp_path: Path) -> None:
-    known = write_known_study(tmp_path)
-    for host, where in ((None, "127.0.0.1"), (OPEN, OPEN)):
-        options = {} if host is None else {"host": host}
-        server = serve(known.root, port=0, background=True, **options)
-        try:
-            mine = [s for s in listening() if s[1] == server.port]
-            assert mine and {ip for ip, _, _ in mine} == {where}, mine
-            if host is None:
-                assert_only_loopback(mine, at_least=1)
-        finally:
-            server.stop()
-
-
-def test_study_dashboard_serve_listens_only_on_this_machine_unless_asked(tmp_path: Path) -> None:
-    with hd.Study("listen", SimulatedTrainer, storage=str(tmp_path)) as study:
-        for host, where in ((None, "127.0.0.1"), (OPEN, OPEN)):
-            options = {} if host is None else {"host": host}
-            server = study.dashboard(serve=True, **options)
-            try:
-                mine = [s for s in listening() if s[1] == server.port]
-                assert mine and {ip for ip, _, _ in mine} == {where}, mine
-            finally:
-                server.stop()
-        assert study._client is None  # showing the dashboard started no cluster
-
-
-@pytest.mark.parametrize("argv, where", [([], "127.0.0.1"), (["--host", OPEN], OPEN)],
-                         ids=["default", "opened"])
-def test_the_dashboard_command_listens_only_on_this_machine_unless_asked(
-    tmp_path: Path, argv: list[str], where: str
-) -> None:
-    write_known_study(tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hippo_dask.cli", "dashboard", str(tmp_path), "--port", "0", *argv],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # printed once the server listens (or it exited)
-        match = re.search(r"at http://[^:]+:(\d+)/", line)
-        assert match, (line, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
-        sockets = listening(process.pid)
-        assert {ip for ip, port, _ in sockets if port == int(match.group(1))} == {where}, sockets
-        if not argv:
-            assert_only_loopback(sockets, at_least=1)
-    finally:
-        process.terminate()
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling for the exit, bounded
-    assert process.returncode == 0
