@@ -161,7 +161,8 @@ class Study:
         ``<storage>/<name>/`` with ``plan/``, ``ckpt/`` and ``metrics.zarr``.
     client
         A ``distributed.Client`` whose workers advertise ``GPU``; ``None`` starts an embedded
-        local cluster (:func:`hippo_dask.cluster.local`) on first use.
+        local cluster (:func:`hippo_dask.cluster.local`) on first use, listening on 127.0.0.1
+        only (nobody on another machine can reach it).
     eval_every
         Also record metrics every that many steps, for learning curves.
     sharing
