@@ -60,11 +60,11 @@ def check_steps(steps: Any, who: str, argument: str = "steps") -> int:
         Naming ``who``, the argument, the value and the bound, and how to raise the bound.
     """
     bound = int(setting("max-steps"))
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or int(steps) < 1:
         raise InvalidSpaceError(
             f"{who}: `{argument}` must be a whole number of steps >= 1, got {steps!r}"
         )
-    if steps > bound:
+    if int(steps) > bound:
         raise InvalidSpaceError(
             f"{who}: `{argument}` is {steps!r}, more than the {bound:,} steps a request may ask "
             f"for (planning cost grows with a request's steps, so this is almost surely a "

@@ -41,7 +41,7 @@ from hippo_dask.execution._spec import StageReport
 from hippo_dask.execution._submission import GPU, Submission
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.storage._records import CANCELLED
-from hippo_dask.storage._retry import transient, with_retries_async
+from hippo_dask.storage._retry import permanent_error, transient, with_retries_async
 from hippo_dask.storage._study_store import StudyCheckpointStore
 from hippo_dask.trial import Trial
 
@@ -385,6 +385,8 @@ class Driver(Placement, Submission, Reports):
         try:
             self.plan.flush()
         except Exception as exc:
+            if isinstance(exc, OSError) and not transient(exc):  # refused: stop, say what to check
+                raise permanent_error(f"writing the plan journal of {self.plan.url}", exc) from None
             if not transient(exc):
                 raise
             self._flusher = self.loop.create_task(self._flush_later())

@@ -37,7 +37,9 @@ from typing import Any, Final, NoReturn, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from hippo_dask._redact import Redactor
 from hippo_dask.errors import CheckpointNotFoundError, CorruptCheckpointError, StorageError
+from hippo_dask.storage._retry import transient
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "CheckpointStore", "FsspecCheckpointStore"]
 
@@ -49,7 +51,6 @@ FORMAT_VERSION: Final = 1
 
 _HEADER: Final = struct.Struct(">8sIQ32s")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_SECRET_WORDS: Final = ("secret", "key", "token", "password", "credential", "auth")
 
 _T = TypeVar("_T")
 
@@ -115,7 +116,7 @@ class FsspecCheckpointStore(CheckpointStore):
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self._options = dict(storage_options or {})
-        self._secrets = _secret_values(self._options)
+        self._redactor = Redactor(self._options)
         try:
             fs, root = fsspec.core.url_to_fs(url, **self._options)
         except Exception as exc:  # noqa: BLE001 - any failure here is "cannot open storage"
@@ -127,7 +128,7 @@ class FsspecCheckpointStore(CheckpointStore):
         self.folder: str = root.rstrip("/") or root
 
     def __repr__(self) -> str:
-        return f"FsspecCheckpointStore({self.url!r})"
+        return f"FsspecCheckpointStore({self._redact(self.url)!r})"
 
     # ---------------------------------------------------------------------------------------
 
@@ -281,6 +282,11 @@ class FsspecCheckpointStore(CheckpointStore):
         try:
             self.fs.pipe_file(path, data)
         except FileNotFoundError:  # filesystems with real folders (sftp, hdfs, ...)
+            from hippo_dask.plan._journal import BUCKET_PROTOCOLS
+
+            protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
+            if BUCKET_PROTOCOLS & set(protocols):
+                raise  # no such bucket: s3fs's makedirs would create one, and we never do
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)
 
@@ -301,12 +307,11 @@ class FsspecCheckpointStore(CheckpointStore):
     def _fail(self, what: str, exc: BaseException) -> NoReturn:
         # `from None`: the cause's text is copied here with secrets masked; the original might
         # carry them (a signed URL, a botocore debug message).
-        raise StorageError(self._redact(f"{what}: {type(exc).__name__}: {exc}")) from None
+        raise StorageError(self._redact(f"{what}: {type(exc).__name__}: {exc}"),
+                           transient=transient(exc)) from None
 
     def _redact(self, message: str) -> str:
-        for value in self._secrets:
-            message = message.replace(value, "***")
-        return message
+        return self._redactor(message)
 
 
 def encode(payload: bytes) -> bytes:
@@ -352,18 +357,6 @@ def decode(data: bytes, name: str) -> bytes:
             f"checkpoint {name} is corrupt: its SHA-256 does not match the header"
         )
     return payload
-
-
-def _secret_values(options: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    for key, value in options.items():
-        if isinstance(value, Mapping):
-            found.extend(_secret_values(value))
-        elif isinstance(value, str) and any(word in key.lower() for word in _SECRET_WORDS):
-            # Masking a very short value would garble every message it happens to occur in.
-            if len(value) >= 4:
-                found.append(value)
-    return sorted(set(found), key=len, reverse=True)
 
 
 def _fsync_folder(folder: str) -> None:

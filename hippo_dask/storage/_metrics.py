@@ -53,7 +53,9 @@ from zarr import AsyncArray
 from zarr.core.sync import sync as _zarr_sync
 from zarr.storage import FsspecStore, LocalStore
 
+from hippo_dask._redact import Redactor, mask_url
 from hippo_dask.errors import StorageError
+from hippo_dask.storage._retry import transient
 from hippo_dask.storage._records import (
     BASE_COLUMNS,
     DONE,
@@ -79,8 +81,6 @@ __all__ = ["BASE_COLUMNS", "STAGE_COLUMNS", "MetricRow", "MetricsStore", "StageR
 logger = logging.getLogger(__name__)
 
 _WRITER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_SECRET_KEY_RE = re.compile(r"key|secret|token|password|passwd|credential|session", re.I)
-_USERINFO_RE = re.compile(r"(?<=://)[^/@\s]+@")
 _MAX_READ_ATTEMPTS: Final = 3
 
 
@@ -127,7 +127,7 @@ class MetricsStore:
     ) -> None:
         self.url = url
         self._options = dict(storage_options or {})
-        self._secrets = sorted(_secret_values(self._options), key=len, reverse=True)
+        self._redact = Redactor(self._options)
         if writer is None:
             writer = new_writer_id()
         if not isinstance(writer, str) or not _WRITER_RE.fullmatch(writer):
@@ -416,13 +416,7 @@ class MetricsStore:
         except StorageError:
             raise
         except Exception as exc:
-            raise StorageError(self._message(action, exc)) from exc
-
-    def _redact(self, text: str) -> str:
-        text = _USERINFO_RE.sub("***@", text)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+            raise StorageError(self._message(action, exc), transient=transient(exc)) from exc
 
     def _message(self, action: str, exc: BaseException) -> str:
         cause = self._redact(str(exc)) or "(no message)"
@@ -466,17 +460,5 @@ def _empty_stages() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=dtypes[kinds[c]]) for c in STAGE_COLUMNS})
 
 
-def _secret_values(options: Mapping[str, Any], secret: bool = False) -> set[str]:
-    """String values under credential-like keys of (nested) storage options."""
-    found: set[str] = set()
-    for key, value in options.items():
-        is_secret = secret or bool(_SECRET_KEY_RE.search(str(key)))
-        if isinstance(value, Mapping):
-            found |= _secret_values(value, is_secret)
-        elif is_secret and isinstance(value, str) and len(value) >= 4:
-            found.add(value)
-    return found
-
-
 def _redact_url(url: str) -> str:
-    return _USERINFO_RE.sub("***@", url)
+    return mask_url(url)
