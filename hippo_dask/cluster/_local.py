@@ -8,7 +8,9 @@ is one single-threaded worker per core and ``GPU`` counts slots.
 
 Every server of the cluster (scheduler, its dashboard, workers, nannies) listens on 127.0.0.1
 unless the caller passes ``host=``: a Dask scheduler runs whatever task it is sent, so anyone
-who can reach its port can run code on the workers as the user who started them.
+who can reach its port can run code on the workers as the user who started them. Loopback
+keeps out other machines, not other users of this one: ``security=True`` puts the cluster on
+mutual TLS with a certificate only this process holds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 from distributed.comm.addressing import unparse_host_port
 from distributed.core import Status
 from distributed.deploy.cluster import Cluster
+from distributed.security import Security
 
 from hippo_dask.errors import HippoError
 
@@ -116,6 +119,7 @@ def local(
     threads_per_worker: int = 1,
     dask_cuda: bool | None = None,
     host: str | None = None,
+    security: bool | Security | None = None,
     **kwargs: Any,
 ) -> Client:
     """Start a local Dask cluster whose workers each advertise one ``GPU`` and return its client.
@@ -143,6 +147,11 @@ def local(
         or run the cluster over TLS (``distributed.security.Security``, and see
         :func:`~hippo_dask.cluster.slurm`'s ``security``). Passing ``interface=`` instead
         (a network interface name, through ``**kwargs``) opens it on that interface.
+    security
+        ``True``: scheduler, workers and client speak mutual TLS with a certificate made for
+        this cluster (``Security.temporary()``, in this process's memory only); a client
+        without it is refused. Use it on a machine shared with other users, who can reach
+        127.0.0.1 too, or with ``host=``. Or your own ``distributed.security.Security``.
     **kwargs
         Passed to :class:`distributed.LocalCluster` (CPU), ``LocalCUDACluster``, or to each
         worker (GPU without dask_cuda), e.g. ``memory_limit``.
@@ -174,7 +183,15 @@ def local(
                          f"({kwargs['interface']!r}), not both")
     if kwargs.get("interface") is None:
         host = LOOPBACK if host is None else host
-    listen = {} if host is None else {"host": host}
+    listen: dict[str, Any] = {} if host is None else {"host": host}
+    if security is True:
+        security = Security.temporary()  # type: ignore[no-untyped-call]
+    elif security is not None and security is not False and not isinstance(security, Security):
+        raise HippoError(f"cluster.local: `security` must be True, None or a "
+                         f"distributed.security.Security, got {security!r}")
+    tls: dict[str, Any] = (
+        {"security": security, "protocol": "tls://"} if isinstance(security, Security) else {}
+    )
     dashboard = {"dashboard_address": ":0" if host is None else unparse_host_port(host, 0)}
     use_cuda = bool(devices) and (
         dask_cuda if dask_cuda is not None else importlib.util.find_spec("dask_cuda") is not None
@@ -189,6 +206,7 @@ def local(
             "resources": {"GPU": 1},
             **listen,
             **dashboard,
+            **tls,
             "silence_logs": logging.WARNING,
         }
         options.update(kwargs)
@@ -203,17 +221,18 @@ def local(
                     "resources": {"GPU": 1},
                     "env": {"CUDA_VISIBLE_DEVICES": device},
                     **listen,
+                    **tls,
                     **kwargs,
                 },
             }
             for device in devices
         }
-        scheduler_options = {**listen, **dashboard}
+        scheduler_options = {**listen, **dashboard, **tls}
         if kwargs.get("interface") is not None:
             scheduler_options["interface"] = kwargs["interface"]
         scheduler = {"cls": Scheduler, "options": scheduler_options}
         cluster = SpecCluster(workers=workers, scheduler=scheduler,  # type: ignore[no-untyped-call]
-                              silence_logs=logging.WARNING)
+                              security=tls.get("security"), silence_logs=logging.WARNING)
         logger.info("local cluster: %d GPU workers (devices %s)", len(devices), devices)
     else:
         count = n_workers or os.cpu_count() or 1
@@ -223,6 +242,7 @@ def local(
             "resources": {"GPU": 1},
             **listen,
             **dashboard,
+            **tls,
             "silence_logs": logging.WARNING,
         }
         options.update(kwargs)

@@ -24,7 +24,8 @@ from typing import Any
 import dask.config
 import psutil
 import pytest
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
+from distributed.security import Security
 
 import hippo_dask as hd
 from hippo_dask.cluster import _local
@@ -138,6 +139,29 @@ def test_local_cuda_cluster_opens_when_asked(fake_dask_cuda: dict[str, Any]) -> 
 def test_a_cluster_opens_only_when_asked(path: dict[str, Any], any_gpus: None) -> None:
     with hd.cluster.local(host=OPEN, **path) as client:
         check_cluster(client, 1, opened=OPEN)
+
+
+@pytest.mark.parametrize("path", ["cpu", "gpu-without-dask-cuda", "dask-cuda"])
+def test_security_true_runs_the_cluster_over_tls_and_refuses_other_clients(
+    path: str, request: pytest.FixtureRequest, any_gpus: None
+) -> None:
+    """Loopback keeps out other machines, not other users of this one: TLS does."""
+    options: dict[str, Any] = {"cpu": {"n_workers": 1, "gpus": []},
+                               "gpu-without-dask-cuda": {"gpus": ["0"], "dask_cuda": False},
+                               "dask-cuda": {"gpus": ["0"]}}[path]
+    if path == "dask-cuda":
+        request.getfixturevalue("fake_dask_cuda")
+    with hd.cluster.local(security=True, **options) as client:
+        client.wait_for_workers(1, timeout=120)
+        address = client.scheduler.address
+        workers = list(client.scheduler_info(n_workers=-1)["workers"])
+        assert address.startswith("tls://127.0.0.1:") and workers[0].startswith("tls://127.0.0.1:")
+        assert client.submit(sum, [1, 2]).result() == 3
+        assert_only_loopback(listening(), at_least=4)
+        with pytest.raises(OSError):  # another certificate
+            Client(address, security=Security.temporary(), timeout="10s")
+        with pytest.raises(OSError):  # no TLS at all
+            Client(address.replace("tls://", "tcp://"), timeout="10s")
 
 
 def test_host_and_interface_together_are_refused() -> None:
