@@ -21,6 +21,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from hippo_dask._redact import mask_url
 from hippo_dask.plan import SearchPlan
 from hippo_dask.space import GridSpace, RandomSpace
 from hippo_dask.stages import build_stage_tree
@@ -208,13 +209,13 @@ def _dashboard(args: argparse.Namespace) -> int:
                        interval=args.interval, storage_options=options,
                        allow_origin=args.allow_origin)
     except HippoError as exc:
-        print(f"hippo-dask dashboard: {exc}", file=sys.stderr)
+        print(f"hippo-dask dashboard: {mask_url(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # the port is taken, the host is not ours
         print(f"hippo-dask dashboard: cannot listen on {args.host}:{args.port}: {exc}; pick "
               "another --port (0: any free one)", file=sys.stderr)
         return 2
-    print(f"hippo-dask dashboard: study {server.reader.name!r} ({server.reader.root}) at "
+    print(f"hippo-dask dashboard: study {server.reader.name!r} ({mask_url(server.reader.root)}) at "
           f"{server.url} (Ctrl-C stops)", flush=True)
     server.run()
     return 0
@@ -233,7 +234,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         path = save_report(args.storage, args.output, args.name, storage_options=options)
     except HippoError as exc:
-        print(f"hippo-dask report: {exc}", file=sys.stderr)
+        print(f"hippo-dask report: {mask_url(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"hippo-dask report: cannot write {args.output}: {exc}", file=sys.stderr)
@@ -253,9 +254,9 @@ def _gc(args: argparse.Namespace) -> int:
                                  dry_run=args.dry_run, orphan_age=args.orphan_age,
                                  temp_age=args.temp_age)
     except HippoError as exc:
-        print(f"hippo-dask gc: {exc}", file=sys.stderr)
+        print(f"hippo-dask gc: {mask_url(str(exc))}", file=sys.stderr)
         return 2
-    print(f"{url}: {report}")
+    print(f"{mask_url(url)}: {report}")
     for where in report.deleted + report.orphans + report.temporaries:
         print(f"  {where}")
     for problem in report.problems:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hippo_dask._fingerprint import trainer_fingerprint
+from hippo_dask._redact import Redactor
 from hippo_dask.errors import HippoError, HippoWarning, InvalidTrialError, StorageError
 from hippo_dask.execution import Driver, RunStats, TrialFailedError
 from hippo_dask.plan import SearchPlan
@@ -223,18 +224,21 @@ class Study:
         self.retries = retries
         self.storage_timeout = storage_timeout
         self.storage_options = dict(storage_options or {})
+        self._redact = Redactor(self.storage_options)
         self.fingerprint = trainer_fingerprint(trainer_cls, version, stacklevel=3)
         _check_picklable(trainer_cls)
         try:
             self.plan = SearchPlan.open(self.root, self.storage_options)
             self.plan.probe_write()
-        except HippoError:
-            raise
+        except HippoError as exc:
+            if self._redact(str(exc)) == str(exc):
+                raise
+            raise StorageError(self._redact(str(exc))) from None  # it showed a password
         except (OSError, ValueError, ImportError) as exc:
-            raise StorageError(
+            raise StorageError(self._redact(
                 f"Study: cannot use storage {self.root!r}: {type(exc).__name__}: {exc}; check "
                 "the URL (protocol, bucket, path) and that this process may write there"
-            ) from None
+            )) from None
         self._warn_if_code_changed()
         from hippo_dask.storage import MetricsStore, StudyCheckpointStore
 
@@ -258,9 +262,9 @@ class Study:
         if older and self.fingerprint not in known:  # the first run of new code says so once
             warnings.warn(
                 f"{self.trainer_cls.__qualname__}'s code differs from the code that trained "
-                f"{len(older)} earlier version(s) in {self.root} ({', '.join(sorted(older))}); "
-                f"their checkpoints and metrics are not reused. If the change cannot alter "
-                f"results, pass the same Study(..., version=...) the runs were made with.",
+                f"{len(older)} earlier version(s) in {self._redact(self.root)} ({', '.join(sorted(older))}"
+                "); their checkpoints and metrics are not reused. If the change cannot alter results, "
+                "pass the same Study(..., version=...) the runs were made with.",
                 HippoWarning,
                 stacklevel=3,
             )
@@ -584,7 +588,7 @@ class Study:
         return board.root
 
     def __repr__(self) -> str:
-        return f"<Study {self.name!r} at {self.root}, trainer {self.trainer_cls.__qualname__}>"
+        return f"<Study {self.name!r} at {self._redact(self.root)}, trainer {self.trainer_cls.__qualname__}>"
 
 
 def _load_problem(payload: bytes) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import fsspec
 
+from hippo_dask._redact import mask_url
 from hippo_dask.errors import JournalError, StorageError, StudyNotFoundError
 from hippo_dask.plan import SearchPlan
 from hippo_dask.trial import Trial
@@ -184,7 +185,7 @@ class StudyReader:
         self._taken = -float("inf")
 
     def __repr__(self) -> str:
-        return f"<StudyReader {self.name!r} at {self.root}>"
+        return f"<StudyReader {self.name!r} at {mask_url(self.root)}>"
 
     # -- the journal
 
@@ -231,7 +232,7 @@ class StudyReader:
             stages = self.metrics.read_stages(status=None)  # submissions and failures too
             snapshot = take_snapshot(
                 self.name,
-                self.root,
+                mask_url(self.root),  # shown in the dashboard's title bar
                 self.plan,
                 self.requests,
                 metrics,

@@ -38,6 +38,7 @@ class DriverState:
     trainer_cls: type[Trainer]
     config_of: Callable[[Trial], dict[str, Any]]
     store: CheckpointStore
+    _shipped_store: CheckpointStore | None = None  # what tasks carry (see _credentials)
     salt: str
     eval_every: int | None
     retries: int

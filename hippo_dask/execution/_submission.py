@@ -14,8 +14,9 @@ import logging
 import time
 import traceback as tb_module
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hippo_dask.execution._credentials import ship
 from hippo_dask.execution._identity import state_digest
 from hippo_dask.execution._running import Running
 from hippo_dask.execution._state import DriverState
@@ -23,6 +24,9 @@ from hippo_dask.execution._spec import Point, StageSpec
 from hippo_dask.execution._worker import run_stage
 from hippo_dask.plan import Node
 from hippo_dask.stages import Stage, StageTree
+
+if TYPE_CHECKING:
+    from hippo_dask.storage import CheckpointStore
 
 __all__ = ["GPU", "Submission"]
 
@@ -117,7 +121,7 @@ class Submission(DriverState):
                 stop_digest=self._digest(stage.node, stage.stop),
                 salt=self.salt,
                 points=points,
-                store=self.store,
+                store=self._task_store(),
                 sources=self._sources(stage),
                 storage_timeout=self.storage_timeout,
                 chained=chained,
@@ -162,6 +166,13 @@ class Submission(DriverState):
                 pass  # the loop is gone: the study was closed
 
         return done
+
+    def _task_store(self) -> CheckpointStore:
+        """The store as tasks carry it: a reference, with the store itself (and the credentials
+        in its settings) sent to the workers once, not in every task."""
+        if self._shipped_store is None:
+            self._shipped_store = ship(self.client, self.store)
+        return self._shipped_store
 
     def _renew_key(self, key: str) -> None:
         """The stage of ``key`` runs under a new name if submitted again: Dask may still hold
