@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,3 +267,43 @@ def test_temporaries_of_killed_writers_are_collected(
     assert files(root) == checkpoints
     assert len(study.metrics_store.read()) == rows
     assert hd.SearchPlan.open(study.root).stats() == study.plan.stats()
+
+
+def test_a_driver_reads_forgets_journaled_before_its_requests(client: Client, tmp_path: Path) -> None:
+    # The other half of the protocol: a running driver whose plan still holds a checkpoint
+    # that gc (another process) forgot and deleted since the driver last read the journal
+    # journals its new request, then reads the journal before planning it, so no stage tries
+    # to load the deleted file.
+    log = str(tmp_path / "train.log")
+    study = hd.Study("stale", SimulatedTrainer, storage=str(tmp_path), client=client)
+    result = study.tune(hd.tuners.Grid(grid(log), metric="score", steps=60))
+    assert result.best is not None
+    loser = next(r.trial for r in result.records
+                 if r.trial != result.best.trial and r.trial.sequences["lr"] != seq.Constant(0.05))
+    found = study.plan.latest_checkpoint(study._plan_trial(loser), 90)
+    assert found is not None and found[0] == 60
+
+    async def scenario() -> dict[str, float]:
+        await study.train(result.best.trial, 60)  # the driver is up, its plan read
+        report = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: collect_garbage(study.root, keep="best", metric="score"))
+        assert Path(found[1]).name in {Path(u).name for u in report.deleted}
+        assert study.plan.latest_checkpoint(study._plan_trial(loser), 90) == found  # stale
+        # New worker processes: no trainer left in memory, states come from storage.
+        await asyncio.get_running_loop().run_in_executor(None, client.restart)
+        await until(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2,
+                    "the workers to come back")
+        try:
+            return await study.train(loser, 90)
+        finally:
+            await study._close_driver()
+
+    trained = executed(log)
+    # No periodic reads of the journal during the test: only the one after the request.
+    with warnings.catch_warnings(record=True) as caught, \
+            dask.config.set({"hippo.refresh-interval": 3600}):
+        warnings.simplefilter("always")
+        metrics = asyncio.run(scenario())
+    assert metrics["score"] == standalone(loser, 90)
+    assert [str(w.message) for w in caught if "unusable" in str(w.message)] == []
+    assert executed(log) - trained == 90  # the branch point at 30 went too: from scratch
