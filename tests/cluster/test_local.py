@@ -60,6 +60,7 @@ def test_dask_cuda_is_used_when_installed_with_the_gpu_resource_added(monkeypatc
     fake.LocalCUDACluster = FakeCUDACluster  # type: ignore[attr-defined]
     fake.__spec__ = types.SimpleNamespace(name="dask_cuda")  # type: ignore[assignment]
     monkeypatch.setitem(sys.modules, "dask_cuda", fake)
+    monkeypatch.setattr(_local, "_nvidia_smi_gpus", lambda: None)  # devices 2, 3 on any machine
     with pytest.raises(RuntimeError, match="stop here"):
         hd.cluster.local(gpus=["2", "3"])
     assert made["CUDA_VISIBLE_DEVICES"] == "2,3"
