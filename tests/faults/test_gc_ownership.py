@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask.config
 import pytest
@@ -92,6 +93,41 @@ def test_gc_of_a_copied_study_never_touches_the_original(
     copied = hd.Study("owned", SimulatedTrainer, storage=str(tmp_path / "b"), client=client)
     assert copied.eval(result.best.trial, 90)["score"] == standalone(result.best.trial, 90)
     assert executed(log) - trained == 30
+
+
+def test_gc_of_a_study_copied_to_another_bucket_prefix(
+    client: Client, tmp_path: Path, s3_server: Any, s3_bucket: str
+) -> None:
+    import s3fs
+
+    log = str(tmp_path / "train.log")
+    options = s3_server.storage_options
+    original = hd.Study("owned", SimulatedTrainer, storage=f"{s3_bucket}/a", client=client,
+                        storage_options=options)
+    original.tune(hd.tuners.Grid(grid(log), metric="score", steps=60))
+    fs = s3fs.S3FileSystem(**options)
+
+    def objects(root: str) -> dict[str, bytes]:
+        fs.invalidate_cache()
+        return {p.rsplit("/", 1)[-1]: fs.cat_file(p) for p in fs.find(f"{root}/ckpt")
+                if p.endswith(".ckpt")}
+
+    before = objects(original.root)
+    assert len(before) == 4
+    copy = f"{s3_bucket}/b/owned"
+    for path in fs.find(original.root):
+        fs.copy(path, f"{copy}/{path.split('/a/owned/', 1)[1]}")
+    # Credentials from the environment (the s3_server fixture sets AWS_*), as users run it.
+    assert main(["gc", copy, "--keep", "best", "--metric", "score",
+                 "--endpoint-url", s3_server.endpoint_url]) == 0
+    assert objects(original.root) == before and len(objects(copy)) == 1
+    trained = executed(log)
+    again = hd.Study("owned", SimulatedTrainer, storage=f"{s3_bucket}/a", client=client,
+                     storage_options=options)
+    longer = again.tune(hd.tuners.Grid(grid(log), metric="score", steps=90))
+    assert executed(log) - trained == 3 * 30  # every trial resumed from its step-60 checkpoint
+    for record in longer.records:
+        assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 90)
 
 
 def test_old_journals_and_foreign_locations_never_reach_outside_the_study(
