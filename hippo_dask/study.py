@@ -20,11 +20,11 @@ import time
 import warnings
 import weakref
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hippo_dask._fingerprint import trainer_fingerprint
 from hippo_dask._redact import Redactor
+from hippo_dask._results import Result, StudyStats, TrialResult, _Run
 from hippo_dask.errors import HippoError, HippoWarning, InvalidTrialError, StorageError
 from hippo_dask.execution import Driver, RunStats, TrialFailedError
 from hippo_dask.plan import SearchPlan
@@ -59,93 +59,6 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hippo-tune") as pool:
         return pool.submit(asyncio.run, coroutine).result()
-
-
-@dataclass
-class TrialResult:
-    """One trial of a run: its configuration, the steps it reached, metrics or error."""
-
-    trial: Trial
-    steps: int
-    status: str
-    metrics: dict[str, float] | None = None
-    error: str | None = None
-    error_type: str | None = None
-    traceback: str | None = None
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Fixed values and sequences, by name."""
-        return self.trial.config
-
-
-@dataclass(frozen=True)
-class StudyStats:
-    """What one ``tune`` run asked for, what it trained, and what sharing saved.
-
-    ``requested_steps`` is what a trial-by-trial run would train (each trial's longest
-    request); ``unique_steps`` what remains after merging shared prefixes; ``executed_steps``
-    what this run actually trained (less when an earlier run left checkpoints, more if a lost
-    worker or a bad checkpoint forced retraining). ``trial_by_trial_seconds`` estimates a
-    trial-by-trial run from the measured seconds per step of every node on each trial's path.
-    ``train_seconds`` is the part of ``worker_seconds`` spent inside ``Trainer.train``; the rest
-    is loading, evaluating, checkpointing and task overhead. The ``stages_*`` counts say where stages got their starting state: from the previous stage
-    of their chain in the worker's memory, from a checkpoint, or from scratch.
-    """
-
-    trials: int
-    requested_steps: int
-    unique_steps: int
-    merge_rate: float
-    executed_steps: int
-    stages: int
-    worker_seconds: float
-    trial_by_trial_seconds: float
-    wall_seconds: float
-    train_seconds: float = 0.0
-    stages_resumed_in_memory: int = 0
-    stages_resumed_from_checkpoint: int = 0
-    stages_from_scratch: int = 0
-
-    @property
-    def saved_seconds(self) -> float:
-        """Worker-seconds a trial-by-trial run would have spent beyond this one."""
-        return self.trial_by_trial_seconds - self.worker_seconds
-
-
-@dataclass
-class Result:
-    """The outcome of ``study.tune``: every trial, the best one, and the savings."""
-
-    trials: pd.DataFrame
-    best: TrialResult | None
-    stats: StudyStats
-    records: list[TrialResult] = field(repr=False, default_factory=list)
-
-
-class _Run:
-    """The requests of one ``tune`` call, for its result and statistics."""
-
-    def __init__(self, tuner: Tuner | None, progress: TuneProgress | None = None) -> None:
-        self.tuner = tuner
-        self.progress = progress
-        self.records: dict[str, TrialResult] = {}
-        self.started = time.time()
-        self.fatal: BaseException | None = None
-
-    def record(self, trial: Trial, steps: int, metrics: dict[str, float] | None,
-               error: BaseException | None) -> None:
-        old = self.records.get(trial.id)
-        if old is not None and old.steps > steps:
-            return  # an earlier rung of a longer request does not replace it
-        result = TrialResult(trial, steps, "done" if error is None else "failed", metrics)
-        if error is not None:
-            result.error = str(error)
-            result.error_type = getattr(error, "exc_type", type(error).__name__)
-            result.traceback = getattr(error, "worker_traceback", None)
-            if isinstance(error, asyncio.CancelledError):
-                result.status = "cancelled"
-        self.records[trial.id] = result
 
 
 class Study:
