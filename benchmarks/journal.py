@@ -8,8 +8,10 @@ replayed plan; opening reads it and only the segments it does not hold.
 The history: ``N`` requests for ``N`` distinct trials of the planner benchmark's grid
 (``benchmarks/planner.py``: three sequential hyper-parameters, 200 steps, shared prefixes), each
 with its metrics, a profile and a checkpoint at its first branch point, written by one writer
-that flushes every 100 requests (``N / 100`` segments, ``4 N`` records). Then, per size, on local
-disk:
+that flushes every 100 requests (``N / 100`` segments, ``4 N`` records). With ``--reruns R`` the
+study is then run ``R - 1`` more times (each a new session asking for the same ``N`` requests,
+whose answers are in the plan: ``N`` more request records each), so the history grows while the
+plan does not. Then, per size, on local disk:
 
 - reopen: ``SearchPlan.open`` of the study: a full replay; from the snapshot; and from the
   snapshot after ``compact(prune=True)`` deleted the segments it holds (nothing left to list);
@@ -22,6 +24,7 @@ built once per size). Each size runs in its own process.
 
     .venv/bin/python benchmarks/journal.py                  # 10k and 100k
     .venv/bin/python benchmarks/journal.py --sizes 10000 --repeat 3
+    .venv/bin/python benchmarks/journal.py --reruns 5       # the same plans, 5 runs of history
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 import hippo_dask as hd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from planner import build_space, draw  # noqa: E402
+from planner import build_space, draw
 
 STEPS = 200
 PER_SEGMENT = 100
@@ -58,7 +61,7 @@ def best(repeat: int, run: Callable[[], Any]) -> float:
     return min(times)
 
 
-def write_history(root: str, trials: list[hd.Trial]) -> None:
+def write_history(root: str, trials: list[hd.Trial], reruns: int = 1) -> None:
     plan = hd.SearchPlan.open(root)
     for i, trial in enumerate(trials):
         request = plan.add(trial, STEPS)
@@ -69,13 +72,19 @@ def write_history(root: str, trials: list[hd.Trial]) -> None:
         if (i + 1) % PER_SEGMENT == 0:
             plan.flush()
     plan.flush()
+    for _ in range(reruns - 1):
+        with hd.SearchPlan.open(root) as rerun:
+            for i, trial in enumerate(trials):
+                assert rerun.add(trial, STEPS).done
+                if (i + 1) % PER_SEGMENT == 0:
+                    rerun.flush()
 
 
 def folder_bytes(path: str, suffix: str) -> int:
     return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(suffix))
 
 
-def measure(size: int, repeat: int) -> dict[str, Any]:
+def measure(size: int, repeat: int, reruns: int = 1) -> dict[str, Any]:
     configs = draw(build_space(), size + PER_SEGMENT)
     trials = [hd.Trial(**c) for c in configs]
     base, more = trials[:size], trials[size:]
@@ -83,11 +92,12 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
     try:
         root = os.path.join(work, "study")
         started = time.perf_counter()
-        write_history(root, base)
-        out: dict[str, Any] = {"size": size, "write_s": time.perf_counter() - started}
+        write_history(root, base, reruns)
+        out: dict[str, Any] = {"size": size, "reruns": reruns,
+                               "write_s": time.perf_counter() - started}
         segments = [n for n in os.listdir(os.path.join(root, "plan")) if n.endswith(".jsonl")]
         out["segments"] = len(segments)
-        out["records"] = 4 * size
+        out["records"] = (3 + reruns) * size
         out["segments_mb"] = folder_bytes(os.path.join(root, "plan"), ".jsonl") / 1e6
 
         out["reopen_replay_s"] = best(repeat, lambda: hd.SearchPlan.open(root))
@@ -121,22 +131,22 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
             applied = reader.refresh()
             out[f"refresh_new_{name}_s"] = time.perf_counter() - started
             assert applied == 2 * PER_SEGMENT, (name, applied)
-            assert reader.stats().requests == size + PER_SEGMENT
+            assert reader.stats().requests == reruns * size + PER_SEGMENT
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| requests | segments (records, MB) | snapshot MB (compact s) | reopen: replay | "
+    header = (
+        "| requests (runs) | segments (records, MB) | snapshot MB (compact s) | reopen: replay | "
         "reopen: snapshot | reopen: snapshot, pruned | refresh +100 requests: replay / snapshot "
-        "/ pruned | refresh, nothing new: replay / snapshot / pruned |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+        "/ pruned | refresh, nothing new: replay / snapshot / pruned |"
+    )
+    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
-            f"| {r['size']:,} | {r['segments']:,} ({r['records']:,}, {r['segments_mb']:.1f}) | "
+            f"| {r['size']:,} ({r['reruns']}) | {r['segments']:,} ({r['records']:,}, {r['segments_mb']:.1f}) | "
             f"{r['snapshot_mb']:.1f} ({r['compact_s']:.2f}) | {r['reopen_replay_s']:.2f} s | "
             f"{r['reopen_snapshot_s']:.2f} s | {r['reopen_pruned_s']:.2f} s | "
             f"{r['refresh_new_replay_s'] * 1e3:.0f} / {r['refresh_new_snapshot_s'] * 1e3:.0f} / "
@@ -151,16 +161,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reruns", type=int, default=1,
+                        help="runs of the study that wrote the history (default 1)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("error", hd.HippoWarning)  # a clean journal: any warning is a bug
     if args.one is not None:
-        print(json.dumps(measure(args.one, args.repeat)))
+        print(json.dumps(measure(args.one, args.repeat, args.reruns)))
         return
     rows = []
     for size in args.sizes:
         done = subprocess.run([sys.executable, __file__, "--one", str(size), "--repeat",
-                               str(args.repeat)], capture_output=True, text=True, check=False)
+                               str(args.repeat), "--reruns", str(args.reruns)],
+                              capture_output=True, text=True, check=False)
         if done.returncode:
             raise SystemExit(done.stderr)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

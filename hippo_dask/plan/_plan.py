@@ -60,6 +60,7 @@ from hippo_dask.plan._records import (
     ProfileRecord,
     RequestRecord,
     StateRecord,
+    TrialBuilder,
     parse,
     to_raw,
 )
@@ -100,6 +101,7 @@ class SearchPlan:
         self._tagged: dict[str, tuple[Trial, int]] = {}
         self._requests = 0
         self._max_steps = 0
+        self._build = TrialBuilder()
         self._reach: dict[str, tuple[Node, int]] = {}  # trial id -> (node at its most steps, steps)
         self._pending: set[tuple[Node, int]] = set()
         self._buffer: list[Record] = []
@@ -216,7 +218,7 @@ class SearchPlan:
         for value, position in lines:
             count += 1
             try:
-                record = parse(value, position, self._trials.get)
+                record = parse(value, position, self._trials.get, self._build)
             except BadRecord as exc:
                 self._skip(position, str(exc))
                 continue
@@ -315,9 +317,11 @@ class SearchPlan:
         assert self._journal is not None
         nodes = self._trie.nodes
         index = {node: i for i, node in enumerate(nodes)}
+        sequences, trials = _snapshot.encode_trials(self._trials)
         return {
             "segments": sorted(self._journal.seen),
-            "trials": {tid: trial.to_dict() for tid, trial in self._trials.items()},
+            "sequences": sequences,
+            "trials": trials,
             "nodes": [
                 [n.owner.id, -1 if n.parent is None else index[n.parent], n.start, n.extent,
                  list(n.requests.items()), list(n.checkpoints.items()), list(n.metrics.items()),
@@ -333,7 +337,7 @@ class SearchPlan:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         """Take the state of a snapshot's ``payload``; raises on anything inconsistent."""
-        trials = {str(k): Trial.from_dict(v) for k, v in payload["trials"].items()}
+        trials = _snapshot.decode_trials(payload["sequences"], payload["trials"])
         nodes: list[Node] = []
         for owner, parent, start, extent, requests, checkpoints, metrics, seconds in payload["nodes"]:
             if not isinstance(parent, int) or not -1 <= parent < len(nodes):

@@ -23,12 +23,14 @@ adds two, which older readers ignore:
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hippo_dask.seq import Sequence, from_dict
 from hippo_dask.trial import Trial
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "RequestRecord",
     "Stamp",
     "StateRecord",
+    "TrialBuilder",
     "parse",
     "to_raw",
 ]
@@ -174,7 +177,33 @@ def _stamp(raw: dict[str, Any], position: Position) -> Stamp:
     return (at, "", 0) if at else (0, *position)
 
 
-def _request(raw: dict[str, Any], trials: Callable[[str], Trial | None]) -> RequestRecord:
+class TrialBuilder:
+    """:meth:`Trial.from_dict <hippo_dask.Trial.from_dict>` that builds each distinct sequence
+    once: the trials of a search space share a few sequences, and building (and validating) a
+    sequence costs more than looking up its JSON."""
+
+    def __init__(self) -> None:
+        self._sequences: dict[str, Sequence] = {}
+
+    def __call__(self, spec: dict[str, Any]) -> Trial:
+        fixed, sequences = spec.get("fixed", {}), spec.get("sequences", {})
+        if not isinstance(fixed, dict) or not isinstance(sequences, dict):
+            raise TypeError("a trial's `fixed` and `sequences` must be objects")
+        built: dict[str, Sequence] = {}
+        for name, description in sequences.items():
+            key = json.dumps(description, sort_keys=True)
+            sequence = self._sequences.get(key)
+            if sequence is None:
+                if not isinstance(description, dict):
+                    raise TypeError(f"sequence {name!r} must be an object")
+                sequence = self._sequences[key] = from_dict(description)
+            built[name] = sequence
+        return Trial(**fixed, **built)
+
+
+def _request(
+    raw: dict[str, Any], trials: Callable[[str], Trial | None], build: Callable[[dict[str, Any]], Trial]
+) -> RequestRecord:
     trial_id = _text(raw, "id")
     steps = _step(raw, "steps", 1)
     tag = _text(raw, "tag", empty=True)
@@ -184,7 +213,7 @@ def _request(raw: dict[str, Any], trials: Callable[[str], Trial | None]) -> Requ
         if not isinstance(spec, dict):
             raise BadRecord(f"`trial` must be an object, got {type(spec).__name__}")
         try:
-            trial = Trial.from_dict(spec)
+            trial = build(spec)
         except RecursionError:
             raise BadRecord("its trial is nested too deeply to rebuild") from None
         except Exception as exc:  # noqa: BLE001 - whatever a rebuilt sequence raises
@@ -224,7 +253,10 @@ def _ids(raw: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def parse(
-    raw: Any, position: Position, trials: Callable[[str], Trial | None] = lambda _: None
+    raw: Any,
+    position: Position,
+    trials: Callable[[str], Trial | None] = lambda _: None,
+    build: Callable[[dict[str, Any]], Trial] = Trial.from_dict,
 ) -> Record:
     """The typed record of one decoded journal line.
 
@@ -236,6 +268,8 @@ def parse(
         Where it was read (segment, line), or :data:`NOWHERE`.
     trials
         Looks up an already known trial by id, so a request for it is not rebuilt.
+    build
+        Builds a trial from its journal form (default :meth:`Trial.from_dict`).
 
     Raises
     ------
@@ -248,7 +282,7 @@ def parse(
         raise BadRecord(f"it nests lists or objects deeper than {MAX_DEPTH} levels")
     op = raw.get("op")
     if op == "request":
-        return _request(raw, trials)
+        return _request(raw, trials, build)
     if op not in ("checkpoint", "forget", "metrics", "profile"):
         raise BadRecord(
             f"unknown record type {op!r:.60} (written by a newer hippo_dask? upgrade to read it)"

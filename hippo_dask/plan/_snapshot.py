@@ -32,14 +32,17 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from hippo_dask.errors import JournalError
 from hippo_dask.plan._journal import Journal
+from hippo_dask.seq import from_dict
+from hippo_dask.trial import Trial
 
 __all__ = [
-    "FORMAT", "SnapshotError", "decode", "encode", "list_snapshots", "prune", "read", "write",
+    "FORMAT", "SnapshotError", "decode", "decode_trials", "encode", "encode_trials",
+    "list_snapshots", "prune", "read", "write",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,3 +134,28 @@ def prune(journal: Journal, path: str, segments: Iterable[str]) -> None:
         except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
             raise JournalError(f"cannot delete {item}: {type(exc).__name__}: {exc}") from None
     logger.info("compact: pruned %d segments and snapshots under %s", len(doomed), journal.folder)
+
+
+def encode_trials(trials: Mapping[str, Trial]) -> tuple[list[Any], dict[str, Any]]:
+    """The distinct sequences of ``trials`` and each trial as ``[fixed, {name: index}]``: the
+    trials of a search space share a few sequences, stored (and rebuilt) once each."""
+    table: dict[str, int] = {}
+    out: dict[str, Any] = {}
+    for trial_id, trial in trials.items():
+        refs = {}
+        for name, sequence in trial.to_dict()["sequences"].items():
+            refs[name] = table.setdefault(json.dumps(sequence, sort_keys=True), len(table))
+        out[trial_id] = [dict(trial.fixed), refs]
+    return [json.loads(text) for text in table], out
+
+
+def decode_trials(sequences: list[Any], trials: Mapping[str, Any]) -> dict[str, Trial]:
+    """The trials :func:`encode_trials` wrote, by id; ``ValueError`` if one rebuilds differently."""
+    built = [from_dict(spec) for spec in sequences]
+    out = {}
+    for trial_id, (fixed, refs) in trials.items():
+        trial = Trial(**fixed, **{name: built[i] for name, i in refs.items()})
+        if trial.id != trial_id:
+            raise ValueError(f"trial {trial_id} rebuilds as {trial.id}")
+        out[trial_id] = trial
+    return out
