@@ -87,7 +87,10 @@ def _parser() -> argparse.ArgumentParser:
             "under it) that no pending request needs. Never deletes what a running study resumes "
             "from. --keep all only removes orphaned files; branch-points (default) also "
             "checkpoints that are not where trials diverge; best keeps only the best trial's "
-            "final checkpoint besides what pending requests need. Credentials come from the "
+            "final checkpoint besides what pending requests need. Deletes only files of this "
+            "study's own ckpt/ folder (whatever locations its journal holds), never the files "
+            "of stages still running (their driver's lease), and temporaries of writers killed "
+            "mid-write once older than --temp-age. Credentials come from the "
             "environment (e.g. AWS_ACCESS_KEY_ID) or --endpoint-url for S3-compatible stores."
         ),
     )

@@ -306,8 +306,11 @@ class Driver(Placement, Submission, Reports):
 
     def _hold(self) -> None:
         """Keep this driver's lease on the checkpoint files its stages in flight save, so that
-        gc does not take them for orphans (:mod:`hippo_dask.storage._leases`). Rewritten when
-        that set changes and every ``hippo.lease-interval`` seconds while it is not empty."""
+        gc does not take them for orphans (:mod:`hippo_dask.storage._leases`). Written at once
+        when that set gains a name (before the stage can have trained to its first periodic
+        checkpoint: the same scheduling pass submits it), rewritten every
+        ``hippo.lease-interval`` seconds while it holds any; names that left it (their records
+        are journaled by then) go at that rewrite, so a stage ending costs no write."""
         if self._closed or not isinstance(self.store, StudyCheckpointStore):
             return
         names = {p.checkpoint for r in self._running.values() for p in r.points.values()
@@ -316,7 +319,9 @@ class Driver(Placement, Submission, Reports):
             names |= self._lease  # their records wait for the journal: keep holding them
         held = frozenset(names)
         now = time.monotonic()
-        if held == self._lease and (not held or now - self._lease_written < self.lease_interval):
+        grew = not held <= self._lease
+        due = now - self._lease_written >= self.lease_interval and bool(held or self._lease)
+        if not grew and not due:
             return
         try:
             if held:
