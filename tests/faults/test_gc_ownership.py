@@ -343,3 +343,27 @@ def test_a_driver_reads_forgets_journaled_before_its_requests(client: Client, tm
     assert metrics["score"] == standalone(loser, 90)
     assert [str(w.message) for w in caught if "unusable" in str(w.message)] == []
     assert executed(log) - trained == 90  # the branch point at 30 went too: from scratch
+
+
+def test_an_unreadable_fresh_lease_stops_orphan_deletion(
+    client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # gc cannot tell what a lease it cannot parse protects: while it is younger than the orphan
+    # age no unreferenced file goes; once older, it is a dead driver's and goes itself.
+    study = hd.Study("garbled", SimulatedTrainer, storage=str(tmp_path), client=client)
+    study.tune(hd.tuners.Grid(grid(str(tmp_path / "log")), metric="score", steps=60))
+    ckpt = Path(study.root, "ckpt")
+    orphan = ckpt / ("0" * 40 + ".ckpt")
+    orphan.write_bytes(b"saved by a running stage, or left by a killed one")
+    backdate(orphan)
+    (ckpt / ".leases").mkdir(exist_ok=True)
+    lease = ckpt / ".leases" / "garbled.json"
+    lease.write_bytes(b'{"format": 1, "interval": 60, "checkpoints": ["../../etc/passwd"]}')
+    assert main(["gc", study.root, "--keep", "all", "--orphan-age", "600"]) == 0
+    out, err = capsys.readouterr()
+    assert "0 orphaned files" in out and "garbled.json is unusable" in err
+    assert orphan.exists() and lease.exists()
+    backdate(lease)
+    report = collect_garbage(study.root, keep="all", orphan_age=600)
+    assert [Path(u).name for u in report.orphans] == [orphan.name] and report.problems == []
+    assert not orphan.exists() and not lease.exists()
