@@ -12,7 +12,7 @@ from hippo_dask.progress import TuneProgress
 from hippo_dask.trial import Trial
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
     from hippo_dask.tuners import Tuner
 
