@@ -144,18 +144,26 @@ class Journal:
         """Raise :class:`StorageError` naming the bucket if the URL's bucket does not exist."""
         if self.bucket is None:
             return
+        if self.bucket and self._bucket_found():
+            return
+        raise StorageError(
+            f"bucket {self.bucket!r} of {self.url} does not exist; hippo_dask never creates "
+            f"buckets: create it first (e.g. `aws s3 mb s3://{self.bucket}`) or fix the URL"
+        )
+
+    def _bucket_found(self) -> bool:
+        """Whether the bucket exists, or may (s3fs' ``exists`` also says no when access to the
+        bucket itself is denied, or the endpoint is down: only a listing that says "no such
+        bucket" counts as missing; other problems surface at the first read or write)."""
         try:
-            found = bool(self.bucket) and self.fs.exists(self.bucket)
-        except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
-            raise StorageError(
-                f"cannot look up bucket {self.bucket!r} of {self.url}: {type(exc).__name__}: "
-                f"{exc}; check the endpoint and credentials"
-            ) from None
-        if not found:
-            raise StorageError(
-                f"bucket {self.bucket!r} of {self.url} does not exist; hippo_dask never creates "
-                f"buckets: create it first (e.g. `aws s3 mb s3://{self.bucket}`) or fix the URL"
-            )
+            if self.fs.exists(self.bucket):
+                return True
+            self.fs.ls(self.bucket, detail=False, refresh=True)
+        except FileNotFoundError:
+            return False
+        except Exception:  # noqa: BLE001 - access denied, outage: not proof that it is missing
+            return True
+        return True
 
     def exists(self) -> bool:
         """Whether the journal's folder exists (holds anything, on an object store)."""
