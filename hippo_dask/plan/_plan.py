@@ -215,21 +215,23 @@ class SearchPlan:
     def _apply_lines(self, lines: Iterable[tuple[Any, Position]]) -> int:
         states, self._orphans = self._orphans, []
         count = 0
-        for value, position in lines:
-            count += 1
-            try:
-                record = parse(value, position, self._trials.get, self._build)
-            except BadRecord as exc:
-                self._skip(position, str(exc))
-                continue
-            if isinstance(record, RequestRecord):
-                # Requests first: they build the nodes that the other records refer to.
-                self._guarded(self._apply_request, record, position)
-            else:
-                states.append((record, position))
-        for state, position in states:
-            self._guarded(self._apply_state, state, position)
-        self.since_snapshot += count
+        try:
+            for value, position in lines:
+                count += 1
+                try:
+                    record = parse(value, position, self._trials.get, self._build)
+                except BadRecord as exc:
+                    self._skip(position, str(exc))
+                    continue
+                if isinstance(record, RequestRecord):
+                    # Requests first: they build the nodes that the other records refer to.
+                    self._guarded(self._apply_request, record, position)
+                else:
+                    states.append((record, position))
+        finally:  # a segment that cannot be read: what was read still applies
+            for state, where in states:
+                self._guarded(self._apply_state, state, where)
+            self.since_snapshot += count
         return count
 
     def _skip(self, position: Position, why: str) -> None:

@@ -133,3 +133,30 @@ def test_segments_are_named_by_session_so_writers_never_collide(tmp_path: Path) 
 def test_an_unknown_protocol_is_a_clear_error() -> None:
     with pytest.raises(hd.JournalError, match="nosuchfs://bucket"):
         hd.SearchPlan.open("nosuchfs://bucket/study")
+
+
+def test_a_segment_that_cannot_be_read_loses_nothing_read_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = hd.SearchPlan.open(str(tmp_path))
+    with hd.SearchPlan.open(str(tmp_path)) as first:
+        request = first.add(trial(30), 60)
+        first.record_metrics(request.node, 60, {"acc": 0.5})
+    with hd.SearchPlan.open(str(tmp_path)) as second:  # its segment sorts after first's
+        second.add(trial(40), 60)
+    journal = reader.journal
+    assert journal is not None
+    real = journal.fs.cat_file
+    unreadable = segments(tmp_path)[-1].name
+
+    def cat_file(path: str, *args: object, **kwargs: object) -> bytes:
+        if path.endswith(unreadable):
+            raise PermissionError(f"{path}: access denied")
+        return real(path, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(journal.fs, "cat_file", cat_file)
+    with pytest.raises(hd.JournalError, match=f"cannot read .*{unreadable}"):
+        reader.refresh()
+    assert reader.metrics(trial(30), 60) == {"acc": 0.5}  # applied although the next failed
+    monkeypatch.setattr(journal.fs, "cat_file", real)
+    assert reader.refresh() == 1 and reader.stats().trials == 2  # read once it can be
