@@ -79,6 +79,9 @@ class FakeClient:
     def cancel(self, futures: Any) -> None:
         pass
 
+    def register_plugin(self, plugin: Any, name: str) -> None:
+        """Where the driver installs the checkpoint store on the workers once (no workers here)."""
+
 
 def stages(client: FakeClient) -> list[tuple[str, int, int]]:
     """(worker, start, stop) of every submitted stage."""
