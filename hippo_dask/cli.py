@@ -281,7 +281,7 @@ def _compact(args: argparse.Namespace) -> int:
         replayed = plan.since_snapshot
         path = plan.compact(prune=args.prune)
     except (HippoError, OSError) as exc:
-        print(f"hippo-dask compact: {exc}", file=sys.stderr)
+        print(f"hippo-dask compact: {mask_url(str(exc))}", file=sys.stderr)
         return 2
     stats = plan.stats()
     print(f"hippo-dask compact: {path}: {stats.trials} trials, {stats.requests} requests, "

@@ -146,7 +146,8 @@ class Study:
         except HippoError as exc:
             if self._redact(str(exc)) == str(exc):
                 raise
-            raise StorageError(self._redact(str(exc))) from None  # it showed a password
+            exc.args = (self._redact(str(exc)),)  # it showed a password: same error, masked
+            raise exc.with_traceback(None) from None
         except (OSError, ValueError, ImportError) as exc:
             raise StorageError(self._redact(
                 f"Study: cannot use storage {self.root!r}: {type(exc).__name__}: {exc}; check "

@@ -59,7 +59,9 @@ def check_steps(steps: Any, who: str, argument: str = "steps") -> int:
     InvalidSpaceError
         Naming ``who``, the argument, the value and the bound, and how to raise the bound.
     """
-    bound = int(setting("max-steps"))
+    from hippo_dask.plan._records import MAX_STEPS  # the most any journal reader applies
+
+    bound = min(int(setting("max-steps")), MAX_STEPS)
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or int(steps) < 1:
         raise InvalidSpaceError(
             f"{who}: `{argument}` must be a whole number of steps >= 1, got {steps!r}"

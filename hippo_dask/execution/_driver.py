@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hippo_dask._redact import mask_url
 from hippo_dask._settings import setting
 from hippo_dask.errors import HippoError, JournalError, TrialFailedError
 from hippo_dask.execution._placement import Placement, fitting, worker_deadline
@@ -212,41 +213,49 @@ class Driver(Placement, Submission, Reports):
         self.kick()
         return last_refresh
 
-    def _refresh(self) -> None:
-        """Take in what other processes journaled; answer whoever it answers.
+    def _refresh(self) -> bool:
+        """Take in what other processes journaled; answer whoever it answers. ``False`` when
+        the journal could not be read (the plan is as it was).
 
         Never dies silently. The plan skips a bad record with a warning and goes on. Storage that
-        cannot be read is tried again at the next beat, for up to the storage timeout; past it,
-        or on any other failure, every waiter gets a clear error (the study stops) instead of
-        waiting for records nobody will read.
+        cannot be read for a passing reason (an outage) is tried again at the next beat, for up
+        to the storage timeout; past it, on a permanent storage error (access denied, no such
+        bucket) or on any other failure, every waiter gets a clear error (the study stops)
+        instead of waiting for records nobody will read.
         """
         try:
             changed = self.plan.refresh()
         except OSError as exc:
+            if not transient(exc):
+                self._stop_reading(permanent_error(
+                    f"reading the plan journal of {mask_url(str(self.plan.url))}", exc))
+                return False
             now = time.monotonic()
             since = self._unreadable_since = self._unreadable_since or now
             if now - since < self.storage_timeout:
                 logger.warning("could not read other writers' journal records (trying again): "
-                               "%s", exc)
-                return
+                               "%s", mask_url(str(exc)))
+                return False
             self._stop_reading(JournalError(
-                f"the plan journal of {self.plan.url} could not be read for "
-                f"{self.storage_timeout:.0f} s (hippo.storage-timeout): {exc}; the study "
-                "stopped, its journal is intact: run it again once the storage is back"))
-            return
+                f"the plan journal of {mask_url(str(self.plan.url))} could not be read for "
+                f"{self.storage_timeout:.0f} s (hippo.storage-timeout): {mask_url(str(exc))}; "
+                "the study stopped, its journal is intact: run it again once the storage is back"))
+            return False
         except Exception as exc:  # a failed look must stop the study, loudly
             logger.exception("could not take in the plan journal")
             self._stop_reading(HippoError(
-                f"the driver could not take in the plan journal of {self.plan.url}: "
-                f"{type(exc).__name__}: {exc}; the study stopped (the log has the traceback). "
-                "If this is a HippoWarning, a warnings filter turned it into an error"))
-            return
+                f"the driver could not take in the plan journal of "
+                f"{mask_url(str(self.plan.url))}: {type(exc).__name__}: {mask_url(str(exc))}; the "
+                "study stopped (the log has the traceback). If this is a HippoWarning, a warnings "
+                "filter turned it into an error"))
+            return False
         self._unreadable_since = None
         if not changed:
-            return
+            return True
         for node, step in list(self._waiters):
             if step in node.metrics:
                 self._resolve(node, step)
+        return True
 
     def _stop_reading(self, error: HippoError) -> None:
         logger.error("%s", error)
@@ -391,7 +400,7 @@ class Driver(Placement, Submission, Reports):
             self.plan.flush()
         except Exception as exc:
             if isinstance(exc, OSError) and not transient(exc):  # refused: stop, say what to check
-                raise permanent_error(f"writing the plan journal of {self.plan.url}", exc) from None
+                raise permanent_error(f"writing the plan journal of {mask_url(str(self.plan.url))}", exc) from None
             if not transient(exc):
                 raise
             self._flusher = self.loop.create_task(self._flush_later())
@@ -401,8 +410,8 @@ class Driver(Placement, Submission, Reports):
 
     async def _flush_later(self) -> None:
         try:
-            await with_retries_async(self.plan.flush, what=f"writing the plan journal of {self.plan.url}",
-                                     timeout=self.storage_timeout)
+            what = f"writing the plan journal of {mask_url(str(self.plan.url))}"
+            await with_retries_async(self.plan.flush, what=what, timeout=self.storage_timeout)
         except Exception as exc:  # noqa: BLE001 - down past the limit: the study stops cleanly
             logger.error("%s", exc)
             self._fail_everyone(exc)
@@ -424,9 +433,11 @@ class Driver(Placement, Submission, Reports):
         if self._new_requests and self._journaled():
             # Read the journal after journaling new requests and before planning them: a gc
             # that journaled forgetting a checkpoint before they reached the journal is seen
-            # here, so no stage loads a file it deletes (hippo_dask.storage._gc).
+            # here, so no stage loads a file it deletes (hippo_dask.storage._gc). Until that
+            # read succeeds, nothing is planned (the next beat tries again).
+            if not self._refresh():
+                return
             self._new_requests = False
-            self._refresh()
         workers = self._workers()
         self._abandon_lost_workers(set(workers))
         now = time.monotonic()

@@ -33,6 +33,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from hippo_dask._redact import mask_url
 from hippo_dask.errors import HippoWarning, JournalError, StorageError
 
 __all__ = ["Journal", "decode_line", "encode_line", "warn_record"]
@@ -119,7 +120,7 @@ class Journal:
         try:
             fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         except (ImportError, ValueError, TypeError) as exc:
-            raise JournalError(f"cannot open storage {url!r}: {exc}") from exc
+            raise JournalError(mask_url(f"cannot open storage {url!r}: {exc}")) from exc
         self.url = url
         self.fs = fs
         self.root = root.rstrip("/")
@@ -147,7 +148,7 @@ class Journal:
         if self.bucket and self._bucket_found():
             return
         raise StorageError(
-            f"bucket {self.bucket!r} of {self.url} does not exist; hippo_dask never creates "
+            f"bucket {self.bucket!r} of {mask_url(self.url)} does not exist; hippo_dask never creates "
             f"buckets: create it first (e.g. `aws s3 mb s3://{self.bucket}`) or fix the URL"
         )
 
@@ -161,7 +162,8 @@ class Journal:
             self.fs.ls(self.bucket, detail=False, refresh=True)
         except FileNotFoundError:
             return False
-        except Exception:  # noqa: BLE001 - access denied, outage: not proof that it is missing
+        except Exception as exc:  # noqa: BLE001 - access denied, outage: not proof that it is missing
+            logger.debug("bucket check of %s inconclusive: %s", self.bucket, mask_url(str(exc)))
             return True
         return True
 
@@ -180,7 +182,7 @@ class Journal:
             self.fs.rm_file(path)
         except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
             raise JournalError(
-                f"cannot write to {self.url}: {type(exc).__name__}: {exc}"
+                mask_url(f"cannot write to {self.url}: {type(exc).__name__}: {exc}")
             ) from None
 
     def _segment_names(self) -> list[str]:

@@ -42,6 +42,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from hippo_dask._redact import mask_url
 from hippo_dask.errors import (
     HippoError,
     HippoWarning,
@@ -155,7 +156,8 @@ class SearchPlan:
             journal.check_bucket()
             if not journal.exists():
                 raise StudyNotFoundError(
-                    f"{url} holds no study: there is no search plan journal in {url}/plan. "
+                    f"{mask_url(url)} holds no study: there is no search plan journal in "
+                    f"{mask_url(url)}/plan. "
                     "Pass the study's folder (<storage>/<name>, as given to Study(name, ..., "
                     "storage=...)), or the storage root with the study's name"
                 )
@@ -584,7 +586,7 @@ class SearchPlan:
 
     def __repr__(self) -> str:
         s = self.stats()
-        where = f" at {self.url}" if self.url else ""
+        where = f" at {mask_url(self.url)}" if self.url else ""
         return (
             f"<SearchPlan{where}: {s.trials} trials, {s.nodes} nodes, {s.unique_steps} unique of "
             f"{s.requested_steps} requested steps, {s.pending} pending>"

@@ -56,6 +56,7 @@ class SnapshotError(ValueError):
 
 
 def folder(journal: Journal) -> str:
+    """Where ``journal``'s snapshots live: ``<root>/plan/snapshots``."""
     return f"{journal.folder}/snapshots"
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from hippo_dask._redact import mask_url
 from hippo_dask.errors import HippoError
 from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.storage._leases import modification_time
@@ -247,7 +248,7 @@ def collect_garbage(
     blocked = False
     for lease in leases:
         if lease.problem is not None:
-            logger.warning("gc %s: lease %s unusable: %s", url, lease.path, lease.problem)
+            logger.warning("gc %s: lease %s unusable: %s", mask_url(url), lease.path, lease.problem)
             if now - lease.modified < orphan_age:
                 blocked = True
                 report.problems.append(
@@ -287,7 +288,7 @@ def collect_garbage(
             store.delete(loc)
         for path in [lease.path for lease in stale] + report.temporaries:
             store._storage_call(partial(_remove, store.fs, path), f"cannot delete {path}")
-    logger.info("gc %s: %s", url, report)
+    logger.info("gc %s: %s", mask_url(url), report)
     return report
 
 

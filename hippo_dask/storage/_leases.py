@@ -30,6 +30,7 @@ import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -168,11 +169,24 @@ def _parse(path: str, modified: float, data: bytes) -> Lease:
 
 
 def modification_time(entry: dict[str, Any]) -> float:
-    """An fsspec listing entry's modification time in unix seconds (0 when unknown)."""
-    modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created") or 0
-    if hasattr(modified, "timestamp"):
-        modified = modified.timestamp()
-    try:
-        return float(modified)
-    except (TypeError, ValueError):
-        return 0.0
+    """An fsspec listing entry's modification time in unix seconds; ``inf`` when the listing
+    does not say (or says it in a form not understood), so an age computed from it is never
+    old enough for gc to delete anything on it."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        modified = entry.get(key)
+        if modified is None or modified == "":
+            continue
+        if isinstance(modified, str):
+            try:
+                modified = datetime.fromisoformat(modified.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if hasattr(modified, "timestamp"):
+            modified = modified.timestamp()
+        try:
+            value = float(modified)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return math.inf

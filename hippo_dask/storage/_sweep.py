@@ -67,6 +67,7 @@ def find_temporaries(fs: Any, root: str, *, now: float | None = None) -> list[Te
         (f"{root}/ckpt", _CHECKPOINT_TMP, False),
         (f"{root}/ckpt/.leases", _LEASE_TMP, False),
         (f"{root}/plan", _JOURNAL_TMP, False),
+        (f"{root}/plan/snapshots", _JOURNAL_TMP, False),
         (f"{root}/metrics.zarr", _ZARR_TMP, True),
     )
     found: list[Temporary] = []

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import math
 import os
 import shutil
 import signal
@@ -29,6 +31,7 @@ import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.cli import main
 from hippo_dask.storage import FsspecCheckpointStore, collect_garbage
+from hippo_dask.storage._leases import modification_time
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
 from tests.helpers import executed, make_client, standalone, until
 
@@ -269,6 +272,7 @@ def test_temporaries_of_killed_writers_are_collected(
                        key=lambda p: len(p.parts))
     deepest = zarr_dirs[-1]
     (root / "ckpt" / ".leases").mkdir(exist_ok=True)  # on object stores: no folder
+    (root / "plan" / "snapshots").mkdir(exist_ok=True)
 
     def plant(tag: str) -> list[Path]:
         paths = [
@@ -276,6 +280,7 @@ def test_temporaries_of_killed_writers_are_collected(
             root / "ckpt" / ".leases" / f".driver{tag}.json.{tag * 16}.tmp",
             root / "plan" / f".00000000000000000001-{tag * 8}-000001.jsonl.tmp",
             root / "plan" / f".probe-00000000000000000001-{tag * 8}",
+            root / "plan" / "snapshots" / f".00000000000000000001-{tag * 8}.snap.tmp",
             root / "metrics.zarr" / f"zarr.{tag * 32}.partial",
             deepest / f"0.{tag * 32}.partial",
         ]
@@ -297,7 +302,7 @@ def test_temporaries_of_killed_writers_are_collected(
     assert not any(p.exists() for p in old) and all(p.exists() for p in fresh + lookalikes)
     assert sorted(report.temporaries) == sorted(str(p) for p in old)
     assert main(["gc", str(root), "--keep", "all", "--temp-age", "0.001"]) == 0
-    assert "6 temporary files" in capsys.readouterr().out
+    assert "7 temporary files" in capsys.readouterr().out
     assert not any(p.exists() for p in fresh) and all(p.exists() for p in lookalikes)
     # What the writers committed is untouched.
     assert files(root) == checkpoints
@@ -367,3 +372,15 @@ def test_an_unreadable_fresh_lease_stops_orphan_deletion(
     report = collect_garbage(study.root, keep="all", orphan_age=600)
     assert [Path(u).name for u in report.orphans] == [orphan.name] and report.problems == []
     assert not orphan.exists() and not lease.exists()
+
+
+def test_a_listing_without_a_modification_time_never_counts_as_old() -> None:
+    # adlfs says last_modified, older gcsfs an ISO string under updated; a listing that says
+    # nothing must not read as 1970 (every file "hours old": deleted at once).
+    new_year = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    assert modification_time({"mtime": 5.0}) == 5.0
+    assert modification_time({"last_modified": new_year}) == new_year.timestamp()
+    assert modification_time({"updated": "2026-01-01T00:00:00.000Z"}) == new_year.timestamp()
+    for unknown in ({}, {"mtime": "soon"}, {"created": 0}):
+        assert modification_time(unknown) == math.inf
+        assert not time.time() - modification_time(unknown) >= 3600.0  # never old enough

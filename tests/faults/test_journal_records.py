@@ -225,21 +225,26 @@ def test_the_driver_skips_bad_records_and_applies_the_rest(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("failure", "expected"),
+    ("failure", "timeout", "expected"),
     [
-        (RuntimeError("boom"), r"could not take in the plan journal of .*RuntimeError: boom"),
-        (OSError("disk gone"), r"could not be read for 0 s \(hippo.storage-timeout\): disk gone"),
+        (RuntimeError("boom"), 0.01, r"could not take in the plan journal of .*RuntimeError: boom"),
+        (OSError("disk gone"), 0.01,
+         r"could not be read for 0 s \(hippo.storage-timeout\): disk gone"),
+        # Permanent: stops at once, not after the storage timeout (which the wait would outlast).
+        (PermissionError(13, "Access Denied"), 300.0,
+         r"reading the plan journal of .*access denied: check the credentials"),
     ],
 )
 def test_a_failing_refresh_stops_the_study_with_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, expected: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, timeout: float,
+    expected: str,
 ) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     trial = held_trial(log, gate)
     cluster, client = make_client(1)
     with cluster, client, dask.config.set({"hippo.refresh-interval": 0.05}):
         study = hd.Study("failing", SimulatedTrainer, storage=str(tmp_path), client=client,
-                         storage_timeout=0.01)
+                         storage_timeout=timeout)
 
         def refresh() -> int:
             raise failure

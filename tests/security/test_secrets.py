@@ -15,8 +15,10 @@ from distributed import SchedulerPlugin
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.cli import main
 from hippo_dask.dashboard import StudyReader
 from hippo_dask.dashboard._app import header_html
+from hippo_dask.storage import collect_garbage
 from hippo_dask.storage._retry import with_retries
 from hippo_dask.testing.simulated import SimulatedTrainer
 from tests.helpers import make_client, standalone
@@ -110,6 +112,29 @@ def test_passwords_in_storage_urls_are_masked(
         shown += [repr(reader), header_html(reader.refresh())]
     shown += [str(w.message) for w in caught] + [caplog.text]
     assert all("bob:***@box" in text for text in shown[:4]), shown
+    for text in shown:
+        assert PASSWORD not in text, text
+
+
+def test_the_plan_gc_and_compact_mask_passwords(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="hippo_dask")
+    root = f"memory://carol:{PASSWORD}@box{tmp_path}"
+    study = hd.Study("masked", SimulatedTrainer, storage=root)
+    study.tune(hd.tuners.Grid(hd.GridSpace(lr=[seq.Constant(0.1)]), metric="score", steps=4))
+    shown = [repr(hd.SearchPlan.open(study.root))]
+    # The embedded cluster's silence_logs lowered the root handlers (caplog's too) to WARNING.
+    caplog.set_level(logging.DEBUG, logger="hippo_dask")
+    collect_garbage(study.root, keep="all", orphan_age=0.0)
+    with pytest.raises(hd.StudyNotFoundError) as nothing:
+        hd.SearchPlan.open(f"{root}/none", create=False)
+    shown.append(str(nothing.value))
+    assert main(["compact", f"{root}/none"]) == 2
+    shown += [capsys.readouterr().err, caplog.text]
+    study.close()
+    assert "carol:***@box" in shown[0] and "carol:***@box" in shown[1], shown
+    assert "gc memory://carol:***@box" in caplog.text
     for text in shown:
         assert PASSWORD not in text, text
 
