@@ -178,7 +178,7 @@ def modification_time(entry: dict[str, Any]) -> float:
             continue
         if isinstance(modified, str):
             try:
-                modified = datetime.fromisoformat(modified.replace("Z", "+00:00"))
+                modified = datetime.fromisoformat(modified)  # "Z" understood since 3.11
             except ValueError:
                 continue
         if hasattr(modified, "timestamp"):
