@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import logging
 import math
-import re
 import time
 import warnings
 import weakref
@@ -23,6 +22,7 @@ from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hippo_dask._fingerprint import trainer_fingerprint
+from hippo_dask._fs import STORAGE_NAME
 from hippo_dask._redact import Redactor
 from hippo_dask._results import Result, StudyStats, TrialResult, _Run
 from hippo_dask.errors import HippoError, HippoWarning, InvalidTrialError, StorageError
@@ -48,7 +48,6 @@ T = TypeVar("T")
 #: Fixed values the engine adds to every trial it puts in the plan; the trainer never sees them.
 CODE_KEY = "_hippo_code"
 ISOLATE_KEY = "_hippo_isolate"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -113,7 +112,7 @@ class Study:
         retries: int = 0,
         storage_timeout: float | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not isinstance(name, str) or not STORAGE_NAME.fullmatch(name):
             raise HippoError(
                 f"Study: `name` must be 1-200 letters, digits, '.', '_' or '-', starting with a "
                 f"letter or digit (it names a folder and zarr keys), e.g. 'digits-cnn'; got {name!r}"

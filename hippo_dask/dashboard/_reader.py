@@ -24,6 +24,7 @@ from typing import Any
 
 import fsspec
 
+from hippo_dask._fs import list_folder
 from hippo_dask._redact import mask_url
 from hippo_dask.errors import JournalError, StorageError, StudyNotFoundError
 from hippo_dask.plan import SearchPlan
@@ -204,9 +205,7 @@ class StudyReader:
         if journal is None:
             return None
         try:
-            names = journal.fs.ls(journal.folder, detail=False, refresh=True)
-        except FileNotFoundError:
-            return None
+            names = list_folder(journal.fs, journal.folder, detail=False)
         except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
             raise JournalError(f"cannot list {journal.folder}: {exc}") from None
         stamps = []

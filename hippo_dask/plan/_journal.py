@@ -33,6 +33,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from hippo_dask._fs import is_object_store, list_folder
 from hippo_dask._redact import mask_url
 from hippo_dask.errors import HippoWarning, JournalError, StorageError
 
@@ -42,9 +43,6 @@ logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 Position = tuple[str, int]
-
-#: Protocols whose first path component is a bucket, which creating a folder must never create.
-BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "r2"})
 
 
 class _Unreadable(ValueError):
@@ -129,8 +127,7 @@ class Journal:
         self._count = 0
         self._seen: set[str] = set()
         self._local = isinstance(fs, LocalFileSystem)
-        protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-        self.bucket = self.root.split("/", 1)[0] if BUCKET_PROTOCOLS & set(protocols) else None
+        self.bucket = self.root.split("/", 1)[0] if is_object_store(fs) else None
         if not create:
             return
         if self.bucket is not None:  # object stores have no folders; a missing bucket is an error
@@ -187,9 +184,7 @@ class Journal:
 
     def _segment_names(self) -> list[str]:
         try:
-            entries = self.fs.ls(self.folder, detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
+            entries = list_folder(self.fs, self.folder, detail=False)
         except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
             raise JournalError(f"cannot list {self.folder}: {type(exc).__name__}: {exc}") from None
         names = [e.rsplit("/", 1)[-1] for e in entries]

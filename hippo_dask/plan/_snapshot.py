@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from hippo_dask._fs import list_folder
 from hippo_dask.errors import JournalError
 from hippo_dask.plan._journal import Journal
 from hippo_dask.seq import from_dict
@@ -92,9 +93,7 @@ def decode(data: bytes) -> dict[str, Any]:
 def list_snapshots(journal: Journal) -> list[str]:
     """Paths of the journal's snapshots, newest first."""
     try:
-        entries = journal.fs.ls(folder(journal), detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
+        entries = list_folder(journal.fs, folder(journal), detail=False)
     except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
         raise JournalError(f"cannot list {folder(journal)}: {type(exc).__name__}: {exc}") from None
     names = [str(e).rsplit("/", 1)[-1] for e in entries]

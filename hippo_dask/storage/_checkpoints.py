@@ -27,16 +27,17 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import secrets
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Final, NoReturn, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from hippo_dask._fs import STORAGE_NAME, is_object_store, protocols, remove_file
 from hippo_dask._redact import Redactor
 from hippo_dask.errors import CheckpointNotFoundError, CorruptCheckpointError, StorageError
 from hippo_dask.storage._retry import transient
@@ -50,7 +51,6 @@ FORMAT_VERSION: Final = 1
 """Version of the checkpoint file format this module writes (and the only one it reads)."""
 
 _HEADER: Final = struct.Struct(">8sIQ32s")
-_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 _T = TypeVar("_T")
 
@@ -218,19 +218,12 @@ class FsspecCheckpointStore(CheckpointStore):
         one without a racy extra request, and two cleaners may remove the same file.
         """
         path = self._resolve(uri)
-
-        def remove() -> None:
-            try:
-                self.fs.rm_file(path)
-            except FileNotFoundError:
-                pass
-
-        self._storage_call(remove, f"cannot delete checkpoint {uri}")
+        self._storage_call(partial(remove_file, self.fs, path), f"cannot delete checkpoint {uri}")
 
     # ---------------------------------------------------------------------------------------
 
     def _path(self, name: str) -> str:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not isinstance(name, str) or not STORAGE_NAME.fullmatch(name):
             raise ValueError(
                 f"The value of `name` is {name!r}, but must be a file name of letters, digits, "
                 "'.', '_' and '-' that starts with a letter or digit (at most 200 characters), "
@@ -249,15 +242,15 @@ class FsspecCheckpointStore(CheckpointStore):
             raise ValueError(f"The value of `uri` is {uri!r}, but must be a checkpoint URI.")
         # A location relative to the folder's parent (a study root journals ``ckpt/<name>.ckpt``).
         head, _, tail = uri.partition("/")
-        if head == self.folder.rsplit("/", 1)[-1] and _NAME.fullmatch(tail.removesuffix(".ckpt")) \
-                and tail.endswith(".ckpt"):
+        if head == self.folder.rsplit("/", 1)[-1] \
+                and STORAGE_NAME.fullmatch(tail.removesuffix(".ckpt")) and tail.endswith(".ckpt"):
             return f"{self.folder}/{tail}"
         protocol = fsspec.core.split_protocol(uri)[0] or "file"
-        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
-        if protocol not in protocols:
+        served = protocols(self.fs)
+        if protocol not in served:
             raise ValueError(
                 f"The checkpoint URI {uri!r} is not on this store's filesystem "
-                f"({'/'.join(protocols)}); open a store for {protocol}:// to read it."
+                f"({'/'.join(served)}); open a store for {protocol}:// to read it."
             )
         path: str = self.fs._strip_protocol(uri)
         return path
@@ -282,10 +275,7 @@ class FsspecCheckpointStore(CheckpointStore):
         try:
             self.fs.pipe_file(path, data)
         except FileNotFoundError:  # filesystems with real folders (sftp, hdfs, ...)
-            from hippo_dask.plan._journal import BUCKET_PROTOCOLS
-
-            protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
-            if BUCKET_PROTOCOLS & set(protocols):
+            if is_object_store(self.fs):
                 raise  # no such bucket: s3fs's makedirs would create one, and we never do
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)

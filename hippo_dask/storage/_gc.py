@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from hippo_dask._fs import list_folder, remove_file
 from hippo_dask._redact import mask_url
 from hippo_dask.errors import HippoError
 from hippo_dask.plan import Node, SearchPlan
@@ -287,28 +288,14 @@ def collect_garbage(
         for loc in report.deleted + report.orphans:
             store.delete(loc)
         for path in [lease.path for lease in stale] + report.temporaries:
-            store._storage_call(partial(_remove, store.fs, path), f"cannot delete {path}")
+            store._storage_call(partial(remove_file, store.fs, path), f"cannot delete {path}")
     logger.info("gc %s: %s", mask_url(url), report)
     return report
 
 
-def _remove(fs: Any, path: str) -> None:
-    try:
-        fs.rm_file(path)
-    except FileNotFoundError:
-        pass
-
-
 def _listing(store: StudyCheckpointStore) -> dict[str, tuple[int, float]]:
     """Checkpoint files of ``store`` by name: (size, modification time)."""
-
-    def entries() -> list[dict[str, Any]]:
-        try:
-            found: list[dict[str, Any]] = store.fs.ls(store.folder, detail=True, refresh=True)
-        except FileNotFoundError:
-            return []
-        return found
-
+    entries = partial(list_folder, store.fs, store.folder, detail=True)
     out: dict[str, tuple[int, float]] = {}
     for entry in store._storage_call(entries, f"cannot list {store.folder}"):
         name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]

@@ -34,6 +34,8 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+from hippo_dask._fs import STORAGE_NAME, list_folder, remove_file
+
 if TYPE_CHECKING:
     from hippo_dask.storage._study_store import StudyCheckpointStore
 
@@ -45,7 +47,6 @@ LIFETIMES: Final = 3
 FORMAT: Final = 1
 _FOLDER: Final = ".leases"
 _OWNER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 #: A lease larger than this is not read (a driver's lease names a few thousand files at most).
 MAX_BYTES: Final = 16 * 2**20
 #: The longest lease interval accepted (a day): a longer one would protect files for ever.
@@ -106,27 +107,13 @@ def write_lease(store: StudyCheckpointStore, owner: str, names: Collection[str],
 def remove_lease(store: StudyCheckpointStore, owner: str) -> None:
     """Remove ``owner``'s lease; removing a missing one does nothing."""
     path = f"{lease_folder(store)}/{_owner(owner)}.json"
-
-    def remove() -> None:
-        try:
-            store.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
-
-    store._storage_call(remove, f"cannot remove lease {path}")
+    store._storage_call(partial(remove_file, store.fs, path), f"cannot remove lease {path}")
 
 
 def read_leases(store: StudyCheckpointStore) -> list[Lease]:
     """Every lease file of ``store``, parsed and checked; unusable ones carry a ``problem``."""
     folder = lease_folder(store)
-
-    def listing() -> list[dict[str, Any]]:
-        try:
-            entries: list[dict[str, Any]] = store.fs.ls(folder, detail=True, refresh=True)
-        except FileNotFoundError:
-            return []
-        return entries
-
+    listing = partial(list_folder, store.fs, folder, detail=True)
     leases: list[Lease] = []
     for entry in store._storage_call(listing, f"cannot list leases in {folder}"):
         path = str(entry["name"])
@@ -162,7 +149,7 @@ def _parse(path: str, modified: float, data: bytes) -> Lease:
             or not math.isfinite(interval) or not 0 < interval <= MAX_INTERVAL):
         return bad(f"`interval` is {interval!r}, not seconds in (0, {MAX_INTERVAL:g}]")
     if not isinstance(names, list) or not all(
-        isinstance(n, str) and _NAME.fullmatch(n) for n in names
+        isinstance(n, str) and STORAGE_NAME.fullmatch(n) for n in names
     ):
         return bad("`checkpoints` is not a list of checkpoint names")
     return Lease(path, modified, float(interval), frozenset(f"{n}.ckpt" for n in names))

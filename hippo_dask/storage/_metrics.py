@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import threading
 import time
@@ -53,6 +52,7 @@ from zarr import AsyncArray
 from zarr.core.sync import sync as _zarr_sync
 from zarr.storage import FsspecStore, LocalStore
 
+from hippo_dask._fs import STORAGE_NAME
 from hippo_dask._redact import Redactor, mask_url
 from hippo_dask.errors import StorageError
 from hippo_dask.storage._retry import transient
@@ -80,7 +80,6 @@ __all__ = ["BASE_COLUMNS", "STAGE_COLUMNS", "MetricRow", "MetricsStore", "StageR
 
 logger = logging.getLogger(__name__)
 
-_WRITER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _MAX_READ_ATTEMPTS: Final = 3
 
 
@@ -130,7 +129,7 @@ class MetricsStore:
         self._redact = Redactor(self._options)
         if writer is None:
             writer = new_writer_id()
-        if not isinstance(writer, str) or not _WRITER_RE.fullmatch(writer):
+        if not isinstance(writer, str) or not STORAGE_NAME.fullmatch(writer):
             raise ValueError(
                 f"writer id {writer!r} must be 1-200 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
@@ -156,7 +155,7 @@ class MetricsStore:
         self._cache: dict[tuple[str, str], _Cached] = {}
 
     def __repr__(self) -> str:
-        return f"MetricsStore({_redact_url(self.url)!r}, writer={self.writer!r})"
+        return f"MetricsStore({mask_url(self.url)!r}, writer={self.writer!r})"
 
     # -- writing
 
@@ -350,7 +349,8 @@ class MetricsStore:
         return sorted(
             name
             for name in (n.rstrip("/").rsplit("/", 1)[-1] for n in names)
-            if _WRITER_RE.fullmatch(name) and name != "zarr.json" and not name.endswith(".partial")
+            if STORAGE_NAME.fullmatch(name) and name != "zarr.json"
+            and not name.endswith(".partial")
         )
 
     def _read(self, spec: _TableSpec) -> list[pd.DataFrame]:
@@ -370,7 +370,7 @@ class MetricsStore:
                         if attempt == _MAX_READ_ATTEMPTS:
                             logger.warning(
                                 "metrics store %s: %s of writer %s unreadable, skipped (%s: %s)",
-                                _redact_url(self.url),
+                                mask_url(self.url),
                                 spec.name,
                                 writer,
                                 type(exc).__name__,
@@ -421,7 +421,7 @@ class MetricsStore:
     def _message(self, action: str, exc: BaseException) -> str:
         cause = self._redact(str(exc)) or "(no message)"
         return (
-            f"metrics store {_redact_url(self.url)}: cannot {action}: "
+            f"metrics store {mask_url(self.url)}: cannot {action}: "
             f"{type(exc).__name__}: {cause}"
         )
 
@@ -458,7 +458,3 @@ def _empty_stages() -> pd.DataFrame:
     kinds = dict(_STAGES.columns) | {"writer": "str"}
     dtypes: dict[str, Any] = {"str": "str", "int": np.int64, "float": np.float64}
     return pd.DataFrame({c: pd.Series([], dtype=dtypes[kinds[c]]) for c in STAGE_COLUMNS})
-
-
-def _redact_url(url: str) -> str:
-    return mask_url(url)

@@ -31,6 +31,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
+from hippo_dask._fs import STORAGE_NAME
 from hippo_dask.errors import CheckpointNotFoundError
 from hippo_dask.storage._checkpoints import FsspecCheckpointStore
 from hippo_dask.storage._leases import (
@@ -47,7 +48,7 @@ CHECKPOINT_FOLDER: Final = "ckpt"
 """The folder under a study root that holds its checkpoints."""
 
 #: A checkpoint file name (what :class:`FsspecCheckpointStore` accepts as ``name``, plus ``.ckpt``).
-_FILE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.ckpt")
+_FILE: Final = re.compile(rf"{STORAGE_NAME.pattern}\.ckpt")
 _RELATIVE: Final = re.compile(rf"{CHECKPOINT_FOLDER}/({_FILE.pattern})")
 _LEGACY: Final = re.compile(rf".*/{CHECKPOINT_FOLDER}/({_FILE.pattern})")
 
