@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -232,7 +233,7 @@ def collect_garbage(
     files = _listing(store)
     leases = store.leases()
     plan.refresh()
-    now = time.time()
+    now = _storage_clock(store)
 
     spared = {item: loc for item, loc in doomed.items() if item in _needed_by_pending(plan, doomed)}
     if spared:
@@ -291,6 +292,26 @@ def collect_garbage(
             store._storage_call(partial(remove_file, store.fs, path), f"cannot delete {path}")
     logger.info("gc %s: %s", mask_url(url), report)
     return report
+
+
+def _storage_clock(store: StudyCheckpointStore) -> float:
+    """The storage's own "now": the modification time it stamps on a probe object (removed at
+    once), so that ages are differences of the storage's times alone. gc's own clock may be
+    ahead of the storage's (another host); then a live driver's lease would look expired and a
+    file just written old. Falls back to this host's clock if the probe cannot be written (a
+    read-only dry run) or its time is not given."""
+    root = store.folder.rsplit("/", 1)[0]
+    probe = f"{root}/plan/.probe-gc-{secrets.token_hex(8)}"  # swept with the journal's probes
+    try:
+        store.fs.pipe_file(probe, b"clock")
+        try:
+            stamped = modification_time(store.fs.info(probe))
+        finally:
+            remove_file(store.fs, probe)
+    except Exception as exc:  # noqa: BLE001 - any storage error: this host's clock will do
+        logger.debug("gc: no clock probe (%s); using this host's clock", mask_url(str(exc)))
+        return time.time()
+    return stamped if math.isfinite(stamped) else time.time()
 
 
 def _listing(store: StudyCheckpointStore) -> dict[str, tuple[int, float]]:

@@ -384,3 +384,22 @@ def test_a_listing_without_a_modification_time_never_counts_as_old() -> None:
     for unknown in ({}, {"mtime": "soon"}, {"created": 0}):
         assert modification_time(unknown) == math.inf
         assert not time.time() - modification_time(unknown) >= 3600.0  # never old enough
+
+
+def test_ages_are_counted_on_the_storage_clock_not_gc_hosts(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gc on a host whose clock runs two hours ahead of the storage's: a file written just now
+    # (an unreferenced checkpoint, as a stage in flight writes them) is not two hours old.
+    study = hd.Study("clock", SimulatedTrainer, storage=str(tmp_path), client=client)
+    study.tune(hd.tuners.Grid(grid(str(tmp_path / "log")), metric="score", steps=60))
+    just_written = Path(study.root, "ckpt", "written-just-now.ckpt")
+    just_written.write_bytes(b"a stage's newest state")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + HOURS_AGO)
+    report = study.gc(keep="all", orphan_age=600)
+    assert just_written.exists() and report.orphans == []
+    assert not list(Path(study.root, "plan").glob(".probe-gc-*"))  # the clock probe is gone
+    monkeypatch.setattr(time, "time", real)
+    backdate(just_written)  # and once it is old on the storage's clock, it goes
+    assert [Path(p).name for p in study.gc(keep="all", orphan_age=600).orphans] == [just_written.name]
