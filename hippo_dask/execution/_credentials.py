@@ -114,6 +114,10 @@ class StoreRef(CheckpointStore):
         """See :meth:`CheckpointStore.delete`."""
         self._store().delete(uri)
 
+    def uri(self, name: str) -> str:
+        """See :meth:`CheckpointStore.uri`."""
+        return self._store().uri(name)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("token", "label"):
             raise AttributeError(name)

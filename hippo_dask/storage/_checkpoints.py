@@ -79,6 +79,11 @@ class CheckpointStore(ABC):
     def delete(self, uri: str) -> None:
         """Remove the checkpoint at ``uri``; removing a missing one does nothing."""
 
+    @abstractmethod
+    def uri(self, name: str) -> str:
+        """The URI :meth:`save` returns for ``name``, without saving: where a checkpoint that a
+        stage on a worker saves under ``name`` will be found."""
+
 
 class FsspecCheckpointStore(CheckpointStore):
     """Checkpoints as files ``<url>/<name>.ckpt`` on any fsspec filesystem.

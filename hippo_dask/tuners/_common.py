@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from hippo_dask.errors import InvalidSpaceError
-from hippo_dask.execution import TrialFailedError
+from hippo_dask.errors import InvalidSpaceError, TrialFailedError
 from hippo_dask.space import RandomSpace
 from hippo_dask.trial import Trial
 from hippo_dask.tuners._base import Tuner, wait_all

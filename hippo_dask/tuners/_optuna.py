@@ -16,8 +16,7 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from hippo_dask.errors import InvalidSpaceError
-from hippo_dask.execution import TrialFailedError
+from hippo_dask.errors import InvalidSpaceError, TrialFailedError
 from hippo_dask.seq import SequenceTemplate
 from hippo_dask.seq._base import Sampleable
 from hippo_dask.space import GridSpace, RandomSpace, _Choice, _RandInt, _Uniform

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hippo_dask.errors import InvalidSpaceError
-from hippo_dask.execution import TrialFailedError
+from hippo_dask.errors import InvalidSpaceError, TrialFailedError
 from hippo_dask.seq import Constant, Piecewise, Sequence
 from hippo_dask.seq._base import _resolve
 from hippo_dask.space import GridSpace, RandomSpace
