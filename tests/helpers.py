@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -26,6 +28,23 @@ def make_client(workers: int, **kwargs: object) -> tuple[LocalCluster, Client]:
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
                            dashboard_address="127.0.0.1:0", processes=True, **kwargs)  # type: ignore[arg-type]
     return cluster, Client(cluster)
+
+
+async def kill_worker(client: Client, pid: int) -> None:
+    """SIGKILL the worker process ``pid`` and wait until the scheduler has seen it leave."""
+    before = set(client.scheduler_info(n_workers=-1)["workers"])
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: set(client.scheduler_info(n_workers=-1)["workers"]) != before,
+                "the scheduler to see the worker leave")
+
+
+def branching_grid(log: str) -> hd.GridSpace:
+    """Three SimulatedTrainer trials: ``StepLR`` at [30] and [40] share steps 0..29 (a branch
+    point at 30); ``Constant(0.05)`` shares nothing."""
+    from hippo_dask import seq
+
+    return hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.StepLR(0.1, 0.1, [40]),
+                            seq.Constant(0.05)], log=[log])
 
 
 def executed(log: str) -> int:

@@ -9,11 +9,10 @@ check off to see the driver's).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 from distributed import Client
 
 import hippo_dask as hd
@@ -47,13 +46,6 @@ def bad_trainer() -> type[hd.Trainer]:
             return metrics
 
     return BadMetricsTrainer
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    cluster, client = make_client(2)
-    with cluster, client:
-        yield client
 
 
 def space(log: str) -> hd.GridSpace:

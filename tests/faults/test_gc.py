@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,8 @@ import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.cli import main
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
-from tests.helpers import executed, make_client, standalone, until
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    cluster, client = make_client(2)
-    with cluster, client:
-        yield client
-
-
-def grid(log: str) -> hd.GridSpace:
-    # [30] and [40] share 0..29: a branch point at 30. Constant(0.05) shares nothing.
-    return hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.StepLR(0.1, 0.1, [40]),
-                            seq.Constant(0.05)], log=[log])
+from tests.helpers import branching_grid as grid
+from tests.helpers import executed, standalone, until
 
 
 def checkpoint_files(study: hd.Study) -> set[str]:

@@ -16,10 +16,8 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +31,10 @@ from hippo_dask.cli import main
 from hippo_dask.storage import FsspecCheckpointStore, collect_garbage
 from hippo_dask.storage._leases import modification_time
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
-from tests.helpers import executed, make_client, standalone, until
+from tests.helpers import branching_grid as grid
+from tests.helpers import executed, kill_worker, make_client, standalone, until
 
 HOURS_AGO = 7200.0
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    cluster, client = make_client(2)
-    with cluster, client:
-        yield client
-
-
-def grid(log: str) -> hd.GridSpace:
-    # [30] and [40] share 0..29: a branch point at 30. Constant(0.05) shares nothing.
-    return hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.StepLR(0.1, 0.1, [40]),
-                            seq.Constant(0.05)], log=[log])
 
 
 def files(root: str | Path) -> dict[str, bytes]:
@@ -193,10 +179,7 @@ def test_a_running_stage_keeps_its_periodic_checkpoints(tmp_path: Path) -> None:
             assert all(p.exists() for p in periodic)
             # Pre-empted now, the stage resumes from its step-40 checkpoint elsewhere.
             victim = next(e["pid"] for e in read_log(log) if e.get("waiting") == 40)
-            before = set(client.scheduler_info(n_workers=-1)["workers"])
-            os.kill(victim, signal.SIGKILL)
-            await until(lambda: set(client.scheduler_info(n_workers=-1)["workers"]) != before,
-                        "the scheduler to see the worker leave")
+            await kill_worker(client, victim)
             Path(gate).touch()
             try:
                 return await job

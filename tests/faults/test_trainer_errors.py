@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,9 @@ from distributed import Client
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.testing.simulated import SimulatedTrainer
-from tests.helpers import executed, make_client, standalone
+from tests.helpers import executed, standalone
 
 STEPS = 60
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    cluster, client = make_client(2)
-    with cluster, client:
-        yield client
 
 
 def grid(log: str, **extra: list[object]) -> hd.GridSpace:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
-from tests.helpers import executed, make_client, standalone, until
+from tests.helpers import executed, kill_worker, make_client, standalone, until
 
 STEPS = 200
 
@@ -51,10 +49,7 @@ def test_a_worker_killed_mid_stage_costs_only_its_unsaved_steps(
             jobs = [asyncio.ensure_future(study.train(t, STEPS)) for t in trials]
             await until(lambda: any(e.get("waiting") == 140 for e in read_log(log)), "the gate")
             victim = next(e["pid"] for e in read_log(log) if e.get("waiting") == 140)
-            before = set(client.scheduler_info(n_workers=-1)["workers"])
-            os.kill(victim, signal.SIGKILL)
-            await until(lambda: set(client.scheduler_info(n_workers=-1)["workers"]) != before,
-                        "the scheduler to see the worker leave")
+            await kill_worker(client, victim)
             Path(gate).touch()
             try:
                 return list(await asyncio.gather(*jobs))
