@@ -59,7 +59,7 @@ def check_steps(steps: Any, who: str, argument: str = "steps") -> int:
     InvalidSpaceError
         Naming ``who``, the argument, the value and the bound, and how to raise the bound.
     """
-    from hippo_dask.plan._records import MAX_STEPS  # what every journal reader applies
+    from hippo_dask._constants import MAX_STEPS  # what every journal reader applies
 
     bound = min(int(setting("max-steps")), MAX_STEPS)
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or int(steps) < 1:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hippo_dask.seq import Sequence, from_dict
+from hippo_dask._constants import MAX_STEPS
 from hippo_dask.trial import Trial
 
 __all__ = [
@@ -52,8 +53,6 @@ __all__ = [
 
 #: Deepest nesting of lists and dicts a record may hold (a trial's fixed values are far shallower).
 MAX_DEPTH = 64
-#: Most steps a record may name; more is a damaged or hostile record, not a training run.
-MAX_STEPS = 10**12
 
 Position = tuple[str, int]
 """Where a record was read: (segment name, line number); ``("", 0)`` for a record not read from a

@@ -13,6 +13,18 @@ from typing import ClassVar, Final
 
 import numpy as np
 
+from hippo_dask._constants import (
+    BASE_COLUMNS,
+    CANCELLED,
+    DONE,
+    ENDED,
+    FAILED,
+    LOST,
+    RETRIED,
+    STAGE_STATUSES,
+    SUBMITTED,
+)
+
 __all__ = [
     "BASE_COLUMNS",
     "CANCELLED",
@@ -28,30 +40,10 @@ __all__ = [
     "StageRecord",
 ]
 
-BASE_COLUMNS: Final = ("trial", "step", "wall_time", "worker", "writer", "kind")
-"""Columns of :meth:`MetricsStore.read` before the metric columns; no metric may use these."""
 STAGE_COLUMNS: Final = (
     "node", "start_step", "step", "started", "finished", "worker", "status", "error", "writer"
 )
 """Columns of :meth:`MetricsStore.read_stages`."""
-
-SUBMITTED: Final = "submitted"
-"""The driver handed the stage to its worker; it runs or waits there until an ending record."""
-DONE: Final = "done"
-"""The stage trained to its end and reported (the only status older writers wrote)."""
-FAILED: Final = "failed"
-"""It failed for good: the trials needing it failed (``error`` says with what)."""
-RETRIED: Final = "retried"
-"""The trainer raised; the stage is planned again (``Study(retries=...)``)."""
-LOST: Final = "lost"
-"""Its worker left (killed, pre-empted, restarted); it is planned again from checkpoints."""
-CANCELLED: Final = "cancelled"
-"""The driver stopped it (the study closed), or it never ran because the stage it continues
-from failed."""
-STAGE_STATUSES: Final = (SUBMITTED, DONE, FAILED, RETRIED, LOST, CANCELLED)
-"""What the driver writes, in :attr:`StageRecord.status`."""
-ENDED: Final = (DONE, FAILED, RETRIED, LOST, CANCELLED)
-"""Statuses that end a stage."""
 
 
 def _check_text(owner: str, name: str, value: object, *, empty: bool = False) -> None:
