@@ -303,11 +303,9 @@ def _with_nodes(frame: pd.DataFrame, plan: SearchPlan, trials: Mapping[str, Tria
 def _seconds_per_step(node: Node, fallback: float | None) -> float | None:
     """Measured training seconds per step: the node's, its nearest profiled ancestor's, else
     ``fallback`` (the plan's mean)."""
-    current: Node | None = node
-    while current is not None:
-        if current.sec_per_step is not None:
-            return current.sec_per_step
-        current = current.parent
+    for current in node.ancestors(inclusive=True):
+        if current.seconds_per_step is not None:
+            return current.seconds_per_step
     return fallback
 
 
@@ -409,9 +407,7 @@ def _node_views(plan: SearchPlan, status: Mapping[int, str], lanes: pd.DataFrame
     views = []
     for node in nodes:
         last = max(node.metrics, default=None)
-        top = node
-        while top.parent is not None:
-            top = top.parent
+        top = node.path()[0]
         views.append(NodeView(
             id=node.id,
             parent=None if node.parent is None else node.parent.id,
@@ -429,7 +425,7 @@ def _node_views(plan: SearchPlan, status: Mapping[int, str], lanes: pd.DataFrame
             requests=tuple(sorted(node.requests)),
             metrics_step=last,
             metrics=dict(node.metrics[last]) if last is not None else {},
-            seconds_per_step=node.sec_per_step,
+            seconds_per_step=node.seconds_per_step,
         ))
     return views
 
@@ -536,7 +532,7 @@ def take_snapshot(
     workers = int(done["worker"].nunique())
     status = _statuses(plan, tree, attempts, exact, live, workers, longest_request)
     critical = tree.critical_path()
-    profiled = [n.sec_per_step for n in plan.nodes if n.sec_per_step is not None]
+    profiled = [n.seconds_per_step for n in plan.nodes if n.seconds_per_step is not None]
     mean = sum(profiled) / len(profiled) if profiled else None
 
     def speed(node: Node) -> float | None:

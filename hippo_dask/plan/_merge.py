@@ -118,7 +118,7 @@ class StateBook:
     def newer_profile(self, node: Node, seconds: float, stamp: Stamp) -> bool:
         """Whether this measurement replaces the node's; records its stamp if so."""
         old = self.profile_stamps.get(node)
-        held = node.sec_per_step
+        held = node.seconds_per_step
         if old is not None and held is not None and (stamp, seconds) <= (old, held):
             return False
         self.profile_stamps[node] = stamp

@@ -329,7 +329,7 @@ class SearchPlan:
             "nodes": [
                 [n.owner.id, -1 if n.parent is None else index[n.parent], n.start, n.extent,
                  list(n.requests.items()), list(n.checkpoints.items()), list(n.metrics.items()),
-                 n.sec_per_step]
+                 n.seconds_per_step]
                 for n in nodes
             ],
             "tags": [[tag, trial.id, steps] for tag, (trial, steps) in self._tagged.items()],
@@ -353,7 +353,7 @@ class SearchPlan:
                 node.add_checkpoint(int(step), str(uri))
             node.metrics = {int(s): {str(k): float(x) for k, x in v.items()} for s, v in metrics}
             if seconds is not None:
-                node.sec_per_step = float(seconds)
+                node.seconds_per_step = float(seconds)
             nodes.append(node)
         self._trials = trials
         for tag, trial_id, steps in payload["tags"]:
@@ -424,10 +424,8 @@ class SearchPlan:
             return None
         reach = self._reach.get(trial_id)
         if reach is not None and step <= reach[1]:  # up the trial's own path: no walk from the root
-            found = reach[0]
-            while found.start >= step and found.parent is not None:
-                found = found.parent
-            return found
+            return next(n for n in reach[0].ancestors(inclusive=True)
+                        if n.start < step or n.parent is None)
         node = self._trie.place(trial, step, create=False, extend=False)
         if node is None or step > node.extent:
             return None
@@ -449,7 +447,7 @@ class SearchPlan:
         elif isinstance(record, ProfileRecord) and self._book.newer_profile(
             node, record.seconds, record.stamp
         ):
-            node.sec_per_step = record.seconds
+            node.seconds_per_step = record.seconds
 
     # -- what the execution layer reports ------------------------------------------------------
 
@@ -504,7 +502,7 @@ class SearchPlan:
             raise ValueError(f"seconds_per_step must be finite and >= 0, got {seconds_per_step!r}")
         at = time.time_ns()
         if self._book.newer_profile(node, seconds, (at, *NOWHERE)):
-            node.sec_per_step = seconds
+            node.seconds_per_step = seconds
         self._log({"op": "profile", "trial": node.owner.id, "step": node.start + 1,
                    "seconds": seconds, "at": at})
 
@@ -538,14 +536,15 @@ class SearchPlan:
 
     def latest_checkpoint(self, trial: Trial, steps: int) -> tuple[int, str] | None:
         """The furthest checkpoint on ``trial``'s path at or before ``steps``: ``(step, uri)``."""
-        node = self.locate(trial, steps)
+        located = self.locate(trial, steps)
+        if located is None:
+            return None
         limit = steps
-        while node is not None:
+        for node in located.ancestors(inclusive=True):
             found = node.latest_checkpoint(limit)
             if found is not None:
                 return found, node.checkpoints[found]
             limit = node.start
-            node = node.parent
         return None
 
     def pending(self) -> list[tuple[Node, int]]:

@@ -18,6 +18,7 @@ trial leaves ``N``.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from typing import Any
 
 from hippo_dask.plan._profiles import DEFAULT_SECONDS_PER_STEP, Profiles
@@ -47,15 +48,15 @@ class Node:
         branch step belongs to the parent (the node that trained the last step before it).
     requests
         By step: how many requests end there.
-    sec_per_step
-        Profiled seconds per step, or ``None`` until measured. Setting it also records the
+    seconds_per_step
+        Measured training seconds per step, or ``None`` until measured. Setting it also records the
         measurement in the plan's pool of profiles (:class:`~hippo_dask.plan._profiles.Profiles`),
         which :meth:`profile` consults for nodes with nothing measured on their path.
     """
 
     __slots__ = (
         "_profiles",
-        "_sec_per_step",
+        "_seconds_per_step",
         "checkpoint_steps",
         "checkpoints",
         "children",
@@ -83,17 +84,17 @@ class Node:
         self.checkpoint_steps: list[int] = []
         self.metrics: dict[int, dict[str, float]] = {}
         self.requests: dict[int, int] = {}
-        self._sec_per_step: float | None = None
+        self._seconds_per_step: float | None = None
         self._profiles = profiles
 
     @property
-    def sec_per_step(self) -> float | None:
-        """This node's own measured seconds per step (``None`` until measured)."""
-        return self._sec_per_step
+    def seconds_per_step(self) -> float | None:
+        """This node's own measured training seconds per step (``None`` until measured)."""
+        return self._seconds_per_step
 
-    @sec_per_step.setter
-    def sec_per_step(self, seconds: float | None) -> None:
-        self._sec_per_step = seconds
+    @seconds_per_step.setter
+    def seconds_per_step(self, seconds: float | None) -> None:
+        self._seconds_per_step = seconds
         if seconds is not None and self._profiles is not None:
             self._profiles.record(self.id, self.owner, seconds)
 
@@ -122,22 +123,32 @@ class Node:
         the median of all its measured nodes; 1.0 only while nothing is measured (see
         :mod:`hippo_dask.plan._profiles`).
         """
-        node: Node | None = self
-        while node is not None:
-            if node._sec_per_step is not None:
-                return node._sec_per_step
-            node = node.parent
+        for node in self.ancestors(inclusive=True):
+            if node._seconds_per_step is not None:
+                return node._seconds_per_step
         pooled = None if self._profiles is None else self._profiles.estimate(self.owner)
         return DEFAULT_SECONDS_PER_STEP if pooled is None else pooled
 
+    def ancestors(self, *, inclusive: bool = False) -> Iterator[Node]:
+        """The nodes above this one, nearest first: its parent, the parent's parent, and so on up
+        to the root. With ``inclusive`` this node comes first. :meth:`path` is the same chain
+        from the root down.
+
+        A walk up a trial's path that tracks how far each node is used reads::
+
+            reach = steps
+            for node in located.ancestors(inclusive=True):
+                ...  # node's steps node.start .. reach - 1
+                reach = node.start
+        """
+        node = self if inclusive else self.parent
+        while node is not None:
+            yield node
+            node = node.parent
+
     def path(self) -> list[Node]:
         """Nodes from the root down to this one."""
-        out: list[Node] = []
-        node: Node | None = self
-        while node is not None:
-            out.append(node)
-            node = node.parent
-        return out[::-1]
+        return list(self.ancestors(inclusive=True))[::-1]
 
     def __repr__(self) -> str:
         return f"<Node {self.id} start={self.start} extent={self.extent} owner={self.owner!r}>"

@@ -116,15 +116,13 @@ def _needed_by_pending(plan: SearchPlan, extra: Mapping[Item, str] | None = None
         more.setdefault(node, []).append(step)
     needed: set[Item] = set()
     for node, steps in plan.pending():
-        current: Node | None = node
         limit = steps
-        while current is not None:
+        for current in node.ancestors(inclusive=True):
             found = [s for s in _path_checkpoints(current, more) if current.start < s <= limit]
             if found:
                 needed.add((current, found[-1]))
                 break
             limit = current.start
-            current = current.parent
     return needed
 
 

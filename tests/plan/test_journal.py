@@ -61,7 +61,7 @@ def test_reopen_replays_requests_checkpoints_metrics_and_profiles(tmp_path: Path
     a2, b2 = again.nodes
     assert a2.checkpoints == {} and b2.checkpoints == {45: "ckpt/45"}
     assert a2.metrics == {60: {"acc": 0.75}}
-    assert b2.sec_per_step == 0.125
+    assert b2.seconds_per_step == 0.125
     assert again.metrics(trial(30), 60) == {"acc": 0.75}
 
 

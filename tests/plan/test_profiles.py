@@ -29,7 +29,7 @@ def test_a_new_root_takes_the_median_of_its_fixed_values_then_of_the_plan() -> N
     # A root that differs from the measured ones only in its starting lr: they have no common
     # ancestor, so the pool of the same fixed values answers (median: one slow outlier is ignored).
     late = plan.add(trial(0.05, width=64), 60)
-    assert late.node.parent is None and late.node.sec_per_step is None
+    assert late.node.parent is None and late.node.seconds_per_step is None
     assert late.node.profile() == 110.0
     # Fixed values nothing was measured with: the median of the whole plan (100, 110, 400, 900).
     other = plan.add(trial(0.05, width=128), 60)
@@ -77,7 +77,7 @@ def test_the_pool_is_rebuilt_when_a_journal_is_replayed(tmp_path: Path) -> None:
             plan.record_profile(plan.add(trial(lr, width=64), 60).node, seconds)
         plan.add(trial(0.4, width=64), 60)
     again = hd.SearchPlan.open(str(tmp_path))
-    assert again.nodes[-1].sec_per_step is None
+    assert again.nodes[-1].seconds_per_step is None
     assert again.nodes[-1].profile() == 6.0
 
 

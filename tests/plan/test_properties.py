@@ -115,7 +115,7 @@ def test_stage_trees_train_each_pending_step_once_from_the_latest_checkpoint(
 
 def _describe(plan: hd.SearchPlan) -> tuple[Any, ...]:
     nodes = [(n.owner.id, n.start, n.extent, n.parent.id if n.parent else None,
-              sorted(n.checkpoints.items()), sorted(n.metrics.items()), n.sec_per_step)
+              sorted(n.checkpoints.items()), sorted(n.metrics.items()), n.seconds_per_step)
              for n in plan.nodes]
     return (plan.stats(), nodes, [s.describe() for s in plan.stage_tree().stages])
 

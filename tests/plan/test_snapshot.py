@@ -49,7 +49,7 @@ def build(root: Path) -> hd.SearchPlan:
 def view(plan: hd.SearchPlan) -> Any:
     nodes = sorted(
         (n.owner.id, n.start, n.extent, sorted(n.requests.items()), sorted(n.checkpoints.items()),
-         repr(sorted(n.metrics.items())), n.sec_per_step)
+         repr(sorted(n.metrics.items())), n.seconds_per_step)
         for n in plan.nodes
     )
     return nodes, plan.stats(), sorted((t, tr.id, s) for t, (tr, s) in plan.requests_by_tag.items())
