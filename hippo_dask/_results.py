@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hippo_dask.plan import saved_fraction
 from hippo_dask.progress import TuneProgress
 from hippo_dask.trial import Trial
 
@@ -44,11 +45,16 @@ class StudyStats:
     ``requested_steps`` is what a trial-by-trial run would train (each trial's longest
     request); ``unique_steps`` what remains after merging shared prefixes; ``executed_steps``
     what this run actually trained (less when an earlier run left checkpoints, more if a lost
-    worker or a bad checkpoint forced retraining). ``trial_by_trial_seconds`` estimates a
-    trial-by-trial run from the measured seconds per step of every node on each trial's path.
+    worker or a bad checkpoint forced retraining). ``worker_seconds`` is the time of every stage
+    on its worker, all included; ``trial_by_trial_seconds`` estimates a trial-by-trial run of the
+    same requests at the same all-inclusive price per step: ``requested_steps x worker_seconds /
+    executed_steps`` (:func:`hippo_dask.plan.trial_by_trial_seconds`; when this run trained
+    nothing, the plan's mean measured seconds per step, and 0.0 if nothing was ever measured).
+    The dashboard shows the same figures for the same requests.
     ``train_seconds`` is the part of ``worker_seconds`` spent inside ``Trainer.train``; the rest
-    is loading, evaluating, checkpointing and task overhead. The ``stages_*`` counts say where stages got their starting state: from the previous stage
-    of their chain in the worker's memory, from a checkpoint, or from scratch.
+    is loading, evaluating, checkpointing and task overhead. The ``stages_*`` counts say where
+    stages got their starting state: from the previous stage of their chain in the worker's
+    memory, from a checkpoint, or from scratch.
     """
 
     trials: int
@@ -70,6 +76,12 @@ class StudyStats:
         """Worker-seconds a trial-by-trial run would have spent beyond this one."""
         return self.trial_by_trial_seconds - self.worker_seconds
 
+    @property
+    def saved_fraction(self) -> float | None:
+        """Share of the trial-by-trial worker time this run did not spend (``None`` without an
+        estimate); the dashboard's "saved"."""
+        return saved_fraction(self.worker_seconds, self.trial_by_trial_seconds)
+
 
 @dataclass
 class Result:
@@ -84,7 +96,7 @@ class Result:
 class _Run:
     """The requests of one ``tune`` call, for its result and statistics."""
 
-    def __init__(self, tuner: Tuner | None, progress: TuneProgress | None = None) -> None:
+    def __init__(self, tuner: Tuner | None, progress: TuneProgress) -> None:
         self.tuner = tuner
         self.progress = progress
         self.records: dict[str, TrialResult] = {}

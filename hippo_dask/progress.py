@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hippo_dask.errors import HippoError
-from hippo_dask.plan import SearchPlan
+from hippo_dask.plan import RequestTally
 
 if TYPE_CHECKING:
     from hippo_dask.execution import StageReport
@@ -73,6 +73,9 @@ class TuneProgress:
 
     Attributes
     ----------
+    requests
+        This run's requests (:class:`~hippo_dask.plan.RequestTally`): the study's result
+        takes its step counts and merge rate from here.
     requested_steps, unique_steps, executed_steps, merge_rate
         This run's figures so far (kept whether or not a bar is shown).
     """
@@ -80,7 +83,7 @@ class TuneProgress:
     def __init__(self, name: str, progress: bool | None = None) -> None:
         if progress not in (True, False, None):
             raise HippoError(f"study.tune: `progress` must be True, False or None, got {progress!r}")
-        self._merged = SearchPlan()
+        self.requests = RequestTally()
         self._open: dict[str, int] = {}
         self._answered: set[str] = set()
         self.executed_steps = 0
@@ -109,19 +112,19 @@ class TuneProgress:
 
     @property
     def requested_steps(self) -> int:
-        return self._merged.stats().requested_steps
+        return self.requests.requested_steps
 
     @property
     def unique_steps(self) -> int:
-        return self._merged.stats().unique_steps
+        return self.requests.unique_steps
 
     @property
     def merge_rate(self) -> float:
-        return self._merged.stats().merge_rate
+        return self.requests.merge_rate
 
     def asked(self, tag: str, trial: Trial, steps: int) -> None:
         """A tuner asked for ``trial`` (as the plan keys it) at ``steps`` steps."""
-        self._merged.add(trial, steps, tag=tag)
+        self.requests.add(trial, steps, tag=tag)
         self._open[tag] = self._open.get(tag, 0) + 1
         self._show()
 

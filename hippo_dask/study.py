@@ -27,7 +27,7 @@ from hippo_dask._redact import Redactor
 from hippo_dask._results import Result, StudyStats, TrialResult, _Run
 from hippo_dask.errors import HippoError, HippoWarning, InvalidTrialError, StorageError
 from hippo_dask.execution import Driver, RunStats, TrialFailedError
-from hippo_dask.plan import SearchPlan
+from hippo_dask.plan import SearchPlan, mean_seconds_per_step, trial_by_trial_seconds
 from hippo_dask.progress import TuneProgress
 from hippo_dask.trainer import Trainer
 from hippo_dask.trial import Trial, check_steps, check_user_names
@@ -428,26 +428,20 @@ class Study:
         return Result(frame, best, self._stats(run, stats, before), records)
 
     def _stats(self, run: _Run, stats: RunStats, before: RunStats) -> StudyStats:
-        merged = SearchPlan()
-        seconds = 0.0
-        for r in run.records.values():
-            merged.add(self._plan_trial(r.trial), r.steps, tag=r.trial.id)
-            node = self.plan.locate(self._plan_trial(r.trial), r.steps)
-            reach = r.steps
-            while node is not None:
-                seconds += (reach - node.start) * node.profile()
-                reach = node.start
-                node = node.parent
-        plan_stats = merged.stats()
+        asked = run.progress.requests  # every request of this run, as the plan keys it
+        executed = stats.executed_steps - before.executed_steps
+        worker_seconds = stats.worker_seconds - before.worker_seconds
+        seconds = trial_by_trial_seconds(asked.requested_steps, executed, worker_seconds,
+                                         fallback=mean_seconds_per_step(self.plan.nodes))
         return StudyStats(
             trials=len(run.records),
-            requested_steps=plan_stats.requested_steps,
-            unique_steps=plan_stats.unique_steps,
-            merge_rate=plan_stats.merge_rate,
-            executed_steps=stats.executed_steps - before.executed_steps,
+            requested_steps=asked.requested_steps,
+            unique_steps=asked.unique_steps,
+            merge_rate=asked.merge_rate,
+            executed_steps=executed,
             stages=stats.stages - before.stages,
-            worker_seconds=stats.worker_seconds - before.worker_seconds,
-            trial_by_trial_seconds=seconds,
+            worker_seconds=worker_seconds,
+            trial_by_trial_seconds=0.0 if seconds is None else seconds,
             wall_seconds=time.time() - run.started,
             train_seconds=stats.train_seconds - before.train_seconds,
             stages_resumed_in_memory=stats.resumed_from_memory - before.resumed_from_memory,

@@ -2,9 +2,10 @@
 
 Steps: requested (what a trial-by-trial run trains: each trial's longest request) against
 unique (after merging shared prefixes) and executed (what the workers trained, from the stage
-records). Worker time: the recorded seconds of every stage against an estimate of a
-trial-by-trial run of the same requests at the measured seconds per step. The merge rate is
-Hippo's *p*: requested / unique steps.
+records). Worker time: the recorded seconds of every stage against a trial-by-trial run of the
+same requests at the same all-inclusive seconds per step (the figures of ``result.stats``; see
+:mod:`hippo_dask.plan._savings` for the formula). The merge rate is Hippo's *p*: requested /
+unique steps.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def figures_html(savings: Savings) -> str:
         _figure("worker time", format_seconds(savings.worker_seconds), "worker-seconds",
                 f"vs ~{format_seconds(savings.trial_by_trial_seconds)} trial by trial"),
         _figure("saved", "n/a" if saved is None else f"{100 * saved:.0f}%", "saved",
-                "of the worker time (lower bound)"),
+                "of the worker time"),
     ]
     return (f'<div style="display: flex; flex-wrap: wrap; font-family: {FONT};">'
             + "".join(cards) + "</div>")

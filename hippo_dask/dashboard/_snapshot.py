@@ -31,7 +31,7 @@ Node statuses come from storage only, never from the scheduler:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,13 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from hippo_dask.dashboard._base import escape
 from hippo_dask.dashboard._flight import QUEUED, RUNNING, has_submissions, stage_attempts
-from hippo_dask.plan import Node, SearchPlan
+from hippo_dask.plan import (
+    Node,
+    SearchPlan,
+    mean_seconds_per_step,
+    saved_fraction,
+    trial_by_trial_seconds,
+)
 from hippo_dask.storage._records import BASE_COLUMNS, DONE, FAILED
 from hippo_dask.stages import StageTree
 from hippo_dask.trial import Trial
@@ -133,12 +139,11 @@ class Savings:
     ``requested_steps`` is what a trial-by-trial run would train (each trial's longest request),
     ``unique_steps`` what the plan trains at most, ``executed_steps`` what the workers trained
     (stage records: more than unique if work was lost and redone). ``worker_seconds`` is the
-    recorded wall time of every stage. ``trial_by_trial_seconds`` estimates a trial-by-trial run
-    of the same requests on the same workers: every step of every trial's path at the measured
-    training seconds per step, plus, once per trial, the mean time a stage here spent outside
-    training (loading, evaluating, checkpointing, task overhead). A trial-by-trial run pays that
-    at least once per trial, so the estimate is a lower bound, and so is the saving. ``None``
-    before any stage was profiled.
+    recorded wall time of every stage, all included. ``trial_by_trial_seconds`` estimates a
+    trial-by-trial run of the same requests at the same all-inclusive price per step:
+    ``requested_steps x worker_seconds / executed_steps``, the formula of ``result.stats``
+    (:func:`hippo_dask.plan.trial_by_trial_seconds`). ``None`` before any stage finished and
+    while nothing is profiled.
     """
 
     trials: int
@@ -154,9 +159,7 @@ class Savings:
     @property
     def saved_fraction(self) -> float | None:
         """Share of the trial-by-trial worker time not spent, or ``None`` without an estimate."""
-        if not self.trial_by_trial_seconds:
-            return None
-        return 1.0 - self.worker_seconds / self.trial_by_trial_seconds
+        return saved_fraction(self.worker_seconds, self.trial_by_trial_seconds)
 
 
 @dataclass(frozen=True)
@@ -430,51 +433,34 @@ def _node_views(plan: SearchPlan, status: Mapping[int, str], lanes: pd.DataFrame
     return views
 
 
-def _trial_views(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]],
-                 speed: Callable[[Node], float | None]) -> tuple[list[TrialView], float | None]:
-    """Each requested trial's final state, and the training seconds a trial-by-trial run of
-    them all would take (``None`` before anything was profiled)."""
+def _trial_views(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]]) -> list[TrialView]:
+    """Each requested trial's final state."""
     views = []
-    total: float | None = 0.0
     for tag, (trial, steps) in sorted(requests.items()):
         located = plan.locate(trial, steps)
         if located is None:
             continue
         path = located.path()
-        reach = steps
-        for here in reversed(path):
-            spp = speed(here)
-            total = None if total is None or spp is None else total + (reach - here.start) * spp
-            reach = here.start
         found = located.metrics.get(steps)
         views.append(TrialView(
             tag=tag, steps=steps, node=located.id, path=tuple(n.id for n in path),
             metrics=None if found is None else dict(found),
             config=_describe(_shown_config(trial)),
         ))
-    return views, total
+    return views
 
 
 def _savings(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]],
-             lanes: pd.DataFrame, trial_views: list[TrialView],
-             trial_training: float | None, speed: Callable[[Node], float | None]) -> Savings:
+             lanes: pd.DataFrame, trial_views: list[TrialView], mean: float | None) -> Savings:
     """Figures of the savings panel; see :class:`Savings` for the trial-by-trial estimate.
 
-    Only stages that finished count (``lanes`` holds those with status ``done``).
+    Only stages that finished count (``lanes`` holds those with status ``done``). ``mean`` is
+    the plan's mean measured seconds per step, used while no stage finished.
     """
     stats = plan.stats()
     executed = int((lanes["step"] - lanes["start_step"]).sum()) if not lanes.empty else 0
     used = float((lanes["finished"] - lanes["started"]).sum()) if not lanes.empty else 0.0
-    by_trial = trial_training
-    if by_trial is not None and not lanes.empty:
-        index = {n.id: n for n in plan.nodes}
-        training = 0.0
-        for node_id, steps in zip(lanes["node"], lanes["step"] - lanes["start_step"]):
-            node = index.get(int(node_id))
-            spp = speed(node) if node is not None else None
-            training += int(steps) * (spp or 0.0)
-        overhead = max(0.0, used - training) / len(lanes)
-        by_trial += overhead * len(requests)
+    by_trial = trial_by_trial_seconds(stats.requested_steps, executed, used, fallback=mean)
     return Savings(
         trials=len(requests),
         trials_done=sum(1 for t in trial_views if t.metrics is not None),
@@ -532,13 +518,12 @@ def take_snapshot(
     workers = int(done["worker"].nunique())
     status = _statuses(plan, tree, attempts, exact, live, workers, longest_request)
     critical = tree.critical_path()
-    profiled = [n.seconds_per_step for n in plan.nodes if n.seconds_per_step is not None]
-    mean = sum(profiled) / len(profiled) if profiled else None
+    mean = mean_seconds_per_step(plan.nodes)
 
     def speed(node: Node) -> float | None:
         return _seconds_per_step(node, mean)
 
-    trial_views, trial_training = _trial_views(plan, requests, speed)
+    trial_views = _trial_views(plan, requests)
     return StudySnapshot(
         name=name,
         root=root,
@@ -552,7 +537,7 @@ def take_snapshot(
         trials=tuple(trial_views),
         points=points,
         lanes=lanes,
-        savings=_savings(plan, requests, finished, trial_views, trial_training, speed),
+        savings=_savings(plan, requests, finished, trial_views, mean),
         metric_names=metric_names,
         estimated=not exact,
     )

@@ -3,6 +3,24 @@
 from hippo_dask.plan._journal import Journal
 from hippo_dask.plan._plan import SearchPlan
 from hippo_dask.plan._request import PlanStats, Request
+from hippo_dask.plan._savings import (
+    RequestTally,
+    mean_seconds_per_step,
+    merge_rate,
+    saved_fraction,
+    trial_by_trial_seconds,
+)
 from hippo_dask.plan._trie import Node
 
-__all__ = ["Journal", "Node", "PlanStats", "Request", "SearchPlan"]
+__all__ = [
+    "Journal",
+    "Node",
+    "PlanStats",
+    "Request",
+    "RequestTally",
+    "SearchPlan",
+    "mean_seconds_per_step",
+    "merge_rate",
+    "saved_fraction",
+    "trial_by_trial_seconds",
+]

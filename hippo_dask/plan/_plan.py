@@ -66,6 +66,7 @@ from hippo_dask.plan._records import (
     to_raw,
 )
 from hippo_dask.plan._request import PlanStats, Request
+from hippo_dask.plan._savings import merge_rate
 from hippo_dask.plan._trie import Node, Trie
 from hippo_dask.stages import StageTree, build_stage_tree
 from hippo_dask.trial import Trial
@@ -560,7 +561,7 @@ class SearchPlan:
             requests=self._requests,
             requested_steps=requested,
             unique_steps=unique,
-            merge_rate=requested / unique if unique else 1.0,
+            merge_rate=merge_rate(requested, unique),
             nodes=len(self._trie.nodes),
             pending=len(self._pending),
         )

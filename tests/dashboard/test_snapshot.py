@@ -51,10 +51,9 @@ def test_savings_figures(known) -> None:  # type: ignore[no-untyped-def]
     assert (s.requested_steps, s.unique_steps, s.executed_steps) == (65, 45, 35)
     assert s.merge_rate == pytest.approx(65 / 45)
     assert s.stages == 3 and s.worker_seconds == pytest.approx(19.0)
-    # training along every trial's path (32.5 s at 0.5 s per step) plus, per trial, the mean
-    # time a stage spent outside training: (19 s - 17.5 s of training) / 3 stages
-    assert s.trial_by_trial_seconds == pytest.approx(32.5 + 4 * 0.5)
-    assert s.saved_fraction == pytest.approx(1 - 19.0 / 34.5)
+    # the 65 requested steps at the shared run's all-inclusive price: 19 s for 35 steps
+    assert s.trial_by_trial_seconds == pytest.approx(65 * 19.0 / 35)
+    assert s.saved_fraction == pytest.approx(1 - 35 / 65)
 
 
 def test_curves_draw_shared_prefixes_once(known) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from distributed import Client
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.dashboard import DashboardServer, WorkerLanesView, open_study
+from hippo_dask.dashboard._savings import figures_html
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
 from tests.dashboard.scenario import STEPS, Background, Listed, gate_is_waiting, start, trials
 from tests.helpers import executed
@@ -81,6 +82,41 @@ def test_the_reader_follows_a_running_study(client: Client, tmp_path: Path) -> N
     assert best is not None and result.best is not None
     assert best.metrics is not None and result.best.metrics is not None
     assert best.metrics["score"] == result.best.metrics["score"]
+
+
+def test_result_stats_and_the_dashboard_agree_on_what_sharing_saved(
+    client: Client, tmp_path: Path
+) -> None:
+    """One trial-by-trial estimate (hippo_dask.plan.trial_by_trial_seconds): the requested steps
+    at the shared run's all-inclusive seconds per step. ``result.stats`` and the dashboard show
+    the same figure, and a run that trains fewer steps than its requests add up to saved a
+    positive share (the two used to disagree, and a held-out run showed "saved -85%")."""
+    log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
+    study = hd.Study("saved", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client,
+                     eval_every=10)
+    space = hd.GridSpace(lr=[seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
+                             seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]),
+                             seq.Constant(0.1)],
+                         optimizer=["sgd", "adam"], log=[log], seconds_per_step=[0.001])
+    tuner = hd.tuners.ASHA(space, metric="score", mode="max", min_steps=15, max_steps=STEPS,
+                           reduction=2, n_trials=None)
+    result = study.tune(tuner, progress=False)
+    stats = result.stats
+    reader = open_study(str(tmp_path / "runs"), "saved")
+    snap = _poll(lambda: (lambda s: s if s.savings.stages == stats.stages else None)(
+        reader.refresh()), "the last stage records")
+    s = snap.savings
+    assert s.requested_steps == stats.requested_steps and s.executed_steps == stats.executed_steps
+    assert 0 < stats.executed_steps < stats.requested_steps
+    assert s.worker_seconds == pytest.approx(stats.worker_seconds)
+    assert s.trial_by_trial_seconds == pytest.approx(stats.trial_by_trial_seconds)
+    saved = 1 - stats.worker_seconds / stats.trial_by_trial_seconds
+    assert saved == pytest.approx(1 - stats.executed_steps / stats.requested_steps)
+    assert 0 < saved < 1 and s.saved_fraction == pytest.approx(saved)
+    assert stats.saved_fraction == pytest.approx(saved)
+    assert stats.saved_seconds > 0
+    shown = f'<span data-hippo="saved">{100 * saved:.0f}%</span>'
+    assert shown in figures_html(s)
 
 
 def test_the_reader_shows_held_stages_running_queued_and_in_the_lanes(
