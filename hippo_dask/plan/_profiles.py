@@ -21,7 +21,7 @@ estimate. Values the study adds to every trial (names starting with ``_hippo_``,
 per-trial isolation key of ``Study(sharing=False)``) do not change what a step costs and are
 left out of the grouping.
 
-Pure Python, no dask or torch (STYLE.md practice 2).
+Pure Python, no dask or torch: like the rest of the plan, it is tested without a cluster.
 """
 
 from __future__ import annotations

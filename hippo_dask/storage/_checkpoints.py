@@ -18,7 +18,7 @@ A file appears whole under its final name or not at all: on a local disk it is w
 hidden temporary name in the same folder, fsynced, then renamed with :func:`os.replace`; on an
 object store it is one PUT. Loading checks magic, version, length and checksum before a single
 byte is unpickled, and unpickles with ``torch.load(weights_only=True)``, so no checkpoint can run
-code (DESIGN.md, "Storage root layout").
+code, whoever wrote it.
 """
 
 from __future__ import annotations

@@ -50,10 +50,10 @@ class ASHA(StoppingTuner):
     rung holds, and no rung waits to fill). Which work runs on the workers is then the
     engine's choice (critical paths first), not the tuner's. A cap counted in requests does
     not measure the work when trials share prefixes: requests that share one are one chain of
-    stages, and a finished result held back for the order above still takes a slot. On the
-    Hippo paper's ResNet56 set-up with 40 workers, 40 requests in flight left on average 19
-    of them waiting for training, on 7 chains, keeping 18 % of the workers busy; with no cap
-    the same decisions took a third of the time (``benchmarks/RESULTS.md``, "Paper replay").
+    stages, and a finished result held back for the order above still takes a slot. A cap of
+    about one request per worker therefore leaves most workers idle under sharing (the
+    requests in flight wait on a few chains); without a cap they stay busy
+    (``benchmarks/RESULTS.md``, "Paper replay", has the measurements).
 
     End of a finite run. Once every trial has started and nothing is running, a rung with
     results but fewer than ``eta`` of them could never promote; if no trial has reached
@@ -83,9 +83,9 @@ class ASHA(StoppingTuner):
         :class:`~hippo_dask.Study`). A number caps the requests in flight and is the number of
         workers the order of events assumes, so it shapes the decisions too. About the number
         of GPU workers suits a run where every request is its own work, a trial-by-trial
-        baseline (``Study(..., sharing=False)``: no cap was 2 % slower than 40 there), or a
-        study that must not queue more than that on a shared cluster (every decision of the
-        engine plans all pending requests: about 0.1 s for 10,000, ``benchmarks/RESULTS.md``,
+        baseline (``Study(..., sharing=False)``, where such a cap is as fast as none), or a study
+        that must not queue more than that on a shared cluster (every decision of the engine
+        plans all pending requests, so its cost grows with them; ``benchmarks/RESULTS.md``,
         "Planner scale").
     seed
         Seed of this tuner's own ``numpy`` generator.
