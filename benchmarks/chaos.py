@@ -29,7 +29,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-import hippo_dask as hd
+from hippo_dask.plan import SearchPlan
 from hippo_dask.testing.simulated import read_log
 
 DRIVER = """
@@ -133,7 +133,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as chaotic, tempfile.TemporaryDirectory() as calm:
             log = str(Path(chaotic) / "train.log")
             noisy, noisy_s, kills, driver_kills = study_once(args, chaotic, log, address, True, cluster)
-            plan = hd.SearchPlan.open(f"{chaotic}/chaos")
+            plan = SearchPlan.open(f"{chaotic}/chaos")
             unique = plan.stats().unique_steps
             executed = sum(e["steps"] for e in read_log(log) if "steps" in e)
             calm_log = str(Path(calm) / "train.log")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import hippo_dask as hd  # noqa: E402
 from digits_grid import SPACE  # noqa: E402
+from hippo_dask.plan import SearchPlan
 from hippo_dask.testing.digits import DigitsTrainer, digits_data  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
 
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for trial in SPACE:
         plan.add(trial, args.steps)
     merge = plan.stats().merge_rate

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 import hippo_dask as hd
+from hippo_dask.plan import SearchPlan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from planner import build_space, draw
@@ -62,7 +63,7 @@ def best(repeat: int, run: Callable[[], Any]) -> float:
 
 
 def write_history(root: str, trials: list[hd.Trial], reruns: int = 1) -> None:
-    plan = hd.SearchPlan.open(root)
+    plan = SearchPlan.open(root)
     for i, trial in enumerate(trials):
         request = plan.add(trial, STEPS)
         plan.record_metrics(request.node, STEPS, {"score": i / len(trials), "loss": 1.0})
@@ -73,7 +74,7 @@ def write_history(root: str, trials: list[hd.Trial], reruns: int = 1) -> None:
             plan.flush()
     plan.flush()
     for _ in range(reruns - 1):
-        with hd.SearchPlan.open(root) as rerun:
+        with SearchPlan.open(root) as rerun:
             for i, trial in enumerate(trials):
                 assert rerun.add(trial, STEPS).done
                 if (i + 1) % PER_SEGMENT == 0:
@@ -100,28 +101,28 @@ def measure(size: int, repeat: int, reruns: int = 1) -> dict[str, Any]:
         out["records"] = (3 + reruns) * size
         out["segments_mb"] = folder_bytes(os.path.join(root, "plan"), ".jsonl") / 1e6
 
-        out["reopen_replay_s"] = best(repeat, lambda: hd.SearchPlan.open(root))
-        replayed = hd.SearchPlan.open(root)
+        out["reopen_replay_s"] = best(repeat, lambda: SearchPlan.open(root))
+        replayed = SearchPlan.open(root)
         started = time.perf_counter()
         replayed.compact()
         out["compact_s"] = time.perf_counter() - started
         out["snapshot_mb"] = folder_bytes(os.path.join(root, "plan", "snapshots"), ".snap") / 1e6
-        out["reopen_snapshot_s"] = best(repeat, lambda: hd.SearchPlan.open(root))
-        from_snapshot = hd.SearchPlan.open(root)
+        out["reopen_snapshot_s"] = best(repeat, lambda: SearchPlan.open(root))
+        from_snapshot = SearchPlan.open(root)
         assert from_snapshot.stats() == replayed.stats() and from_snapshot.since_snapshot == 0
 
         pruned_root = os.path.join(work, "pruned")
         shutil.copytree(root, pruned_root)
-        hd.SearchPlan.open(pruned_root).compact(prune=True)
-        out["reopen_pruned_s"] = best(repeat, lambda: hd.SearchPlan.open(pruned_root))
+        SearchPlan.open(pruned_root).compact(prune=True)
+        out["reopen_pruned_s"] = best(repeat, lambda: SearchPlan.open(pruned_root))
 
         # Refresh: nothing new, then one new segment of 100 requests with their metrics.
         readers = {"replay": replayed, "snapshot": from_snapshot,
-                   "pruned": hd.SearchPlan.open(pruned_root)}
+                   "pruned": SearchPlan.open(pruned_root)}
         for name, reader in readers.items():
             out[f"refresh_empty_{name}_s"] = best(repeat, reader.refresh)
         for name, target in (("replay", root), ("pruned", pruned_root)):
-            with hd.SearchPlan.open(target) as writer:
+            with SearchPlan.open(target) as writer:
                 for i, trial in enumerate(more):
                     request = writer.add(trial, STEPS)
                     writer.record_metrics(request.node, STEPS, {"score": float(i), "loss": 1.0})

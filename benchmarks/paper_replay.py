@@ -69,6 +69,7 @@ if __package__ in (None, ""):
 
 import hippo_dask as hd  # noqa: E402
 from hippo_dask import seq  # noqa: E402
+from hippo_dask.plan import PlanStats, SearchPlan
 
 from benchmarks._virtual import WITHDRAW_AFTER, Costs, Snapshot, VirtualStudy, run_virtual  # noqa: E402
 
@@ -261,9 +262,9 @@ SETUPS = [
 ]
 
 
-def space_stats(trials: Sequence[hd.Trial], steps: int) -> hd.PlanStats:
+def space_stats(trials: Sequence[hd.Trial], steps: int) -> PlanStats:
     """The paper's merge rate p: every trial at ``steps``, total over unique steps."""
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for trial in trials:
         plan.add(trial, steps)
     return plan.stats()
@@ -274,7 +275,7 @@ def list_schedule(trials: Sequence[hd.Trial], steps: int, seconds: Callable[[hd.
     """Seconds a zero-overhead list schedule takes for the whole stage tree of ``trials`` at
     ``steps``: any stage on any free worker once its parent stage is done, longest remaining
     time first (what the tree's shape allows, without chains, pinning or fixed costs)."""
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for trial in trials:
         plan.add(trial, steps)
     tree = plan.stage_tree()
@@ -353,7 +354,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else math.inf
 
 
-def report(setup: Setup, shared: Run, alone: Run, p_space: hd.PlanStats) -> list[str]:
+def report(setup: Setup, shared: Run, alone: Run, p_space: PlanStats) -> list[str]:
     """Two table rows: the tuner alone, and with the best trial's final epochs (verdicts)."""
     rows = []
     for label, s, u in (("tuner", shared.tuned, alone.tuned), ("+ final", shared.final, alone.final)):

@@ -40,6 +40,7 @@ import numpy as np
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import Request, SearchPlan
 
 GOAL_TRIALS = 10_000
 GOAL_SECONDS = 2.0
@@ -129,8 +130,8 @@ def _rss_mb() -> float:
 
 
 def plan_and_tree(
-    plan: hd.SearchPlan, trials: list[hd.Trial], steps: int
-) -> tuple[float, float, float, list[hd.Request], hd.StageTree, list[hd.Stage]]:
+    plan: SearchPlan, trials: list[hd.Trial], steps: int
+) -> tuple[float, float, float, list[Request], hd.StageTree, list[hd.Stage]]:
     """What is timed: ``add`` every trial (keeping the request handles, as a tuner does), then
     the stage tree and its critical path. Returns wall seconds of both, CPU seconds of all."""
     cpu = time.process_time()
@@ -151,7 +152,7 @@ def measure(n: int, steps: int, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     trials = [hd.Trial(**config) for config in configs]
     build = time.perf_counter() - t0
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     add, tree_s, cpu, requests, tree, path = plan_and_tree(plan, trials, steps)
     peak = _rss_mb()
     stats = plan.stats()
@@ -185,7 +186,7 @@ def measure_persist(n: int, steps: int, seed: int) -> dict[str, Any]:
     base = _rss_mb()
     with tempfile.TemporaryDirectory(prefix="hippo-bench-") as root:
         t0 = time.perf_counter()
-        plan = hd.SearchPlan.open(root)
+        plan = SearchPlan.open(root)
         for trial in trials:
             plan.add(trial, steps)
         t1 = time.perf_counter()
@@ -195,7 +196,7 @@ def measure_persist(n: int, steps: int, seed: int) -> dict[str, Any]:
         del plan
         gc.collect()
         t3 = time.perf_counter()
-        again = hd.SearchPlan.open(root)
+        again = SearchPlan.open(root)
         t4 = time.perf_counter()
         tree = again.stage_tree()
         path = tree.critical_path()
@@ -229,7 +230,7 @@ def profile(n: int, steps: int, seed: int, top: int) -> None:
     space = build_space()
     trials = [hd.Trial(**config) for config in draw(space, n, seed)]
     profiler = cProfile.Profile()
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     profiler.enable()
     plan_and_tree(plan, trials, steps)
     profiler.disable()

@@ -12,6 +12,7 @@ import pytest
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.cli import main
+from hippo_dask.plan import SearchPlan
 
 GRID = """\
 import hippo_dask as hd
@@ -40,7 +41,7 @@ def grid_space() -> hd.GridSpace:
 
 def expected_output(path: Path, space: hd.GridSpace | hd.RandomSpace, trials: list[hd.Trial],
                     steps: int) -> str:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for trial in trials:
         plan.add(trial, steps)
     stats = plan.stats()

@@ -2,7 +2,7 @@
 
 The dashboard runs in another process (or on another machine) than the study it shows, so it
 never asks the scheduler or the driver anything: it replays the append-only plan journal into
-an in-memory :class:`~hippo_dask.SearchPlan` and reads the metrics store, which both tolerate a
+an in-memory :class:`~hippo_dask.plan.SearchPlan` and reads the metrics store, which both tolerate a
 concurrent writer. Each :meth:`StudyReader.refresh` takes in only the journal segments and
 metric rows that are new since the last one, and returns an immutable
 :class:`~hippo_dask.dashboard.StudySnapshot` that every dashboard component draws from.

@@ -89,7 +89,8 @@ class SearchPlan:
     --------
     >>> import hippo_dask as hd
     >>> from hippo_dask import seq
-    >>> plan = hd.SearchPlan()
+    >>> from hippo_dask.plan import SearchPlan
+    >>> plan = SearchPlan()
     >>> for t in hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [90, 135]), seq.StepLR(0.1, 0.1, [100, 150])]):
     ...     _ = plan.add(t, 200)
     >>> plan.stats().unique_steps   # steps 0..89 are shared

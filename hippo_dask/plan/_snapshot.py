@@ -15,7 +15,7 @@ JSON body. A snapshot is storage input like any other: a wrong checksum, length,
 content makes the reader warn (:class:`~hippo_dask.errors.HippoWarning`, naming the file) and
 try the next older one, and without a valid one it replays the segments.
 
-Who writes them. :meth:`SearchPlan.compact <hippo_dask.SearchPlan.compact>`; a ``Study`` calls it
+Who writes them. :meth:`SearchPlan.compact <hippo_dask.plan.SearchPlan.compact>`; a ``Study`` calls it
 when it closes once ``hippo.snapshot-every`` records were applied or written since the snapshot
 it opened from; ``hippo-dask compact`` does it on demand.
 

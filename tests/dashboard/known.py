@@ -19,6 +19,7 @@ from typing import Any
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage import MetricRow, MetricsStore, StageRecord
 
 A = hd.Trial(optimizer="sgd", lr=seq.MultiStep([0.1, 0.01], milestones=[10]))
@@ -55,7 +56,7 @@ def write_known_study(storage: Path | str, name: str = "known",
                       storage_options: dict[str, Any] | None = None) -> Known:
     """Write the plan journal and metrics store of the study described in the module docstring."""
     root = f"{storage}/{name}"
-    plan = hd.SearchPlan.open(root, storage_options)
+    plan = SearchPlan.open(root, storage_options)
     for trial, steps in ((A, 20), (B, 20), (C, 20), (D, 5)):
         plan.add(trial, steps, tag=f"tag-{'ABCD'[[A, B, C, D].index(trial)]}")
     root_node = plan.locate(A, 20)
@@ -86,7 +87,7 @@ def write_known_study(storage: Path | str, name: str = "known",
     return Known(str(storage), name)
 
 
-def _owner_id(plan: hd.SearchPlan, trial: hd.Trial, step: int) -> str:
+def _owner_id(plan: SearchPlan, trial: hd.Trial, step: int) -> str:
     """What the driver writes as a metric row's trial: the owner of the node holding the state."""
     node = plan.locate(trial, step)
     assert node is not None

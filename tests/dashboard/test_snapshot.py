@@ -11,6 +11,7 @@ import pytest
 import hippo_dask as hd
 from hippo_dask.dashboard import StudyNotFoundError, find_studies, open_study
 from hippo_dask.dashboard._snapshot import take_snapshot
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage import MetricsStore, StageRecord
 from tests.dashboard.known import A, B, C, write_known_study
 
@@ -133,7 +134,7 @@ def test_stages_in_flight_are_exact(known) -> None:  # type: ignore[no-untyped-d
 def test_refresh_takes_in_what_is_new(known) -> None:  # type: ignore[no-untyped-def]
     reader = open_study(known.root)
     first = reader.refresh()
-    plan = hd.SearchPlan.open(known.root)  # another writer, as a second study process would be
+    plan = SearchPlan.open(known.root)  # another writer, as a second study process would be
     node = plan.locate(B, 20)
     assert node is not None
     plan.add(hd.Trial(optimizer="sgd", lr=hd.seq.MultiStep([0.1, 0.5], milestones=[15])), 20,

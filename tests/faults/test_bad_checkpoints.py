@@ -20,6 +20,7 @@ import torch
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage._checkpoints import encode
 from hippo_dask.testing.simulated import SimulatedTrainer
 from tests.helpers import executed, make_client, standalone
@@ -86,5 +87,5 @@ def test_damaged_checkpoints_are_detected_forgotten_and_rederived(
     assert executed(log) - first == (80 - 30) + (80 - 30)
     for uri in damaged:
         assert all(uri not in node.checkpoints.values() for node in study.plan.nodes)
-        reopened = hd.SearchPlan.open(study.root)
+        reopened = SearchPlan.open(study.root)
         assert all(uri not in node.checkpoints.values() for node in reopened.nodes)

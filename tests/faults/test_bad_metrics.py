@@ -17,6 +17,7 @@ from distributed import Client
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage._records import BASE_COLUMNS
 from hippo_dask.testing.simulated import SimulatedTrainer
 from tests.helpers import make_client, standalone
@@ -69,7 +70,7 @@ def check_outcome(study: hd.Study, result: hd.Result, where: str) -> None:
             assert where in (record.error or "")
             assert re.search(BAD[kind][1], record.error or ""), (kind, record.error)
     # Nothing the bad trainers returned was journaled, or written to the metrics store.
-    reopened = hd.SearchPlan.open(study.root)
+    reopened = SearchPlan.open(study.root)
     names = {name for node in reopened.nodes for m in node.metrics.values() for name in m}
     assert names == {"score", "steps"}
     frame = study.metrics_store.read()

@@ -19,6 +19,7 @@ from pathlib import Path
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.execution._identity import state_digest
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage import FsspecCheckpointStore
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
 from tests.helpers import executed, make_client, standalone
@@ -57,7 +58,7 @@ def test_two_processes_on_one_study_share_the_plan(tmp_path: Path) -> None:
 
     first = start()
     deadline = time.monotonic() + 120
-    while not any(n.metrics for n in hd.SearchPlan.open(f"{storage}/together").nodes):
+    while not any(n.metrics for n in SearchPlan.open(f"{storage}/together").nodes):
         assert first.poll() is None and time.monotonic() < deadline, "the first run never reported"
         time.sleep(0.05)  # polling the journal, not synchronising on time
     second = start()  # starts while the first is half-way
@@ -68,7 +69,7 @@ def test_two_processes_on_one_study_share_the_plan(tmp_path: Path) -> None:
         outputs.append(json.loads(out.decode().strip().splitlines()[-1]))
     a, b = outputs
     assert a["scores"] == b["scores"] and len(a["scores"]) == 8
-    plan = hd.SearchPlan.open(f"{storage}/together")
+    plan = SearchPlan.open(f"{storage}/together")
     stats = plan.stats()
     assert stats.requests == 16 and stats.pending == 0  # every record of both processes
     # The second reused what the first had done; together they did less than twice the work.
@@ -85,7 +86,7 @@ def test_two_processes_on_one_study_share_the_plan(tmp_path: Path) -> None:
             assert Path(uri).name.startswith(state["digest"][:40])
 
 
-def state_digest_salt(plan: hd.SearchPlan) -> str:
+def state_digest_salt(plan: SearchPlan) -> str:
     """The trainer fingerprint the study salted its states with (kept in every trial)."""
     (fingerprint,) = {t.fixed["_hippo_code"] for t in plan.trials.values()}
     return str(fingerprint)
@@ -99,7 +100,7 @@ def test_a_run_does_not_train_what_an_earlier_run_left_pending(tmp_path: Path) -
         study = hd.Study("leftover", SimulatedTrainer, storage=storage, client=client)
         # An interrupted run asked for these and never got them.
         leftover = hd.Trial(lr=seq.Constant(0.3), log=log)
-        with hd.SearchPlan.open(study.root) as plan:
+        with SearchPlan.open(study.root) as plan:
             plan.add(study._plan_trial(leftover), 100)
         space = hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [20]), seq.Constant(0.1)], log=[log])
         study = hd.Study("leftover", SimulatedTrainer, storage=storage, client=client)

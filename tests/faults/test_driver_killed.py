@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import hippo_dask as hd
+from hippo_dask.plan import SearchPlan
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
 from tests.helpers import make_client, standalone
 
@@ -50,7 +51,7 @@ def test_rerunning_after_a_killed_driver_trains_only_what_was_pending(tmp_path: 
         deadline = time.monotonic() + 120
         while True:  # until a few stages have reported into the journal
             assert driver.poll() is None, driver.stdout.read().decode()  # type: ignore[union-attr]
-            plan = hd.SearchPlan.open(f"{storage}/resume")
+            plan = SearchPlan.open(f"{storage}/resume")
             done = sum(len(n.metrics) for n in plan.nodes)
             if done >= 3:
                 break
@@ -64,7 +65,7 @@ def test_rerunning_after_a_killed_driver_trains_only_what_was_pending(tmp_path: 
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    after_kill = hd.SearchPlan.open(f"{storage}/resume")
+    after_kill = SearchPlan.open(f"{storage}/resume")
     remaining = after_kill.stage_tree().total_steps
     assert 0 < after_kill.stats().pending < after_kill.stats().requests
 

@@ -28,6 +28,7 @@ from distributed import Client
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.cli import main
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage import FsspecCheckpointStore, collect_garbage
 from hippo_dask.storage._leases import modification_time
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
@@ -132,7 +133,7 @@ def test_old_journals_and_foreign_locations_never_reach_outside_the_study(
     victim.write_bytes(b"somebody else's file")
     backdate(victim)
     loser = next(r.trial for r in result.records if r.trial != result.best.trial)
-    with hd.SearchPlan.open(study.root) as plan:
+    with SearchPlan.open(study.root) as plan:
         node = plan.locate(study._plan_trial(loser), 50)
         assert node is not None and all(os.path.isabs(loc) for loc in node.checkpoints.values())
         plan.record_checkpoint(node, 50, str(victim))  # a hostile or foreign record
@@ -215,11 +216,11 @@ def test_a_request_journaled_during_gc_keeps_what_it_resumes_from(
     target = Path(study.root, found[1])
     # Another driver's plan, read before the collection, journals a request that resumes from
     # that checkpoint while gc runs: right before or right after gc journals what it forgets.
-    other = hd.SearchPlan.open(study.root)
-    flush = hd.SearchPlan.flush
+    other = SearchPlan.open(study.root)
+    flush = SearchPlan.flush
     fired: list[str] = []
 
-    def interleaved(plan: hd.SearchPlan) -> None:
+    def interleaved(plan: SearchPlan) -> None:
         if plan is other or fired:
             flush(plan)
             return
@@ -231,7 +232,7 @@ def test_a_request_journaled_during_gc_keeps_what_it_resumes_from(
         if when.startswith("before"):
             flush(plan)
 
-    monkeypatch.setattr(hd.SearchPlan, "flush", interleaved)
+    monkeypatch.setattr(SearchPlan, "flush", interleaved)
     report = collect_garbage(study.root, keep="best", metric="score")
     monkeypatch.undo()
     assert fired == [when]
@@ -290,7 +291,7 @@ def test_temporaries_of_killed_writers_are_collected(
     # What the writers committed is untouched.
     assert files(root) == checkpoints
     assert len(study.metrics_store.read()) == rows
-    assert hd.SearchPlan.open(study.root).stats() == study.plan.stats()
+    assert SearchPlan.open(study.root).stats() == study.plan.stats()
 
 
 def test_a_driver_reads_forgets_journaled_before_its_requests(client: Client, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import pytest
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.dashboard import open_study
+from hippo_dask.plan import SearchPlan
 from hippo_dask.plan._journal import encode_line
 from hippo_dask.storage import collect_garbage
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
@@ -98,11 +99,11 @@ def raw_line(record: dict[str, Any] | bytes | list[Any]) -> bytes:
 
 def write_study(root: Path, bad: dict[str, Any] | bytes) -> str:
     """A study whose journal has a good segment and then [good, bad, good]; the bad segment's name."""
-    with hd.SearchPlan.open(str(root)) as plan:
+    with SearchPlan.open(str(root)) as plan:
         a = plan.add(A, 60)
         plan.add(B, 60)
         plan.record_checkpoint(a.node, 30, "ckpt/a30.ckpt")
-    b45 = hd.SearchPlan.open(str(root)).locate(B, 45)
+    b45 = SearchPlan.open(str(root)).locate(B, 45)
     assert b45 is not None
     name = f"{time.time_ns():020d}-badwrite-000000.jsonl"
     lines = [
@@ -115,7 +116,7 @@ def write_study(root: Path, bad: dict[str, Any] | bytes) -> str:
     return name
 
 
-def checkpoints_of(plan: hd.SearchPlan) -> dict[tuple[str, int], str]:
+def checkpoints_of(plan: SearchPlan) -> dict[tuple[str, int], str]:
     out = {}
     for trial in (A, B):
         for step in (30, 45):
@@ -125,7 +126,7 @@ def checkpoints_of(plan: hd.SearchPlan) -> dict[tuple[str, int], str]:
     return out
 
 
-def check_plan(plan: hd.SearchPlan) -> None:
+def check_plan(plan: SearchPlan) -> None:
     assert plan.stats().trials == 2 and plan.stats().requests == 2
     assert plan.metrics(A, 60) == {"acc": 0.75}  # the record before the bad one
     assert checkpoints_of(plan) == {(A.id, 30): "ckpt/a30.ckpt", (B.id, 30): "ckpt/a30.ckpt",
@@ -133,7 +134,7 @@ def check_plan(plan: hd.SearchPlan) -> None:
 
 
 def read_with_plan(root: Path) -> None:
-    check_plan(hd.SearchPlan.open(str(root)))
+    check_plan(SearchPlan.open(str(root)))
 
 
 def read_with_study(root: Path) -> None:
@@ -181,7 +182,7 @@ def test_a_bad_record_costs_only_itself_when_read_again(tmp_path: Path) -> None:
     segment = write_study(root, BAD["sequence type of a newer version"][0])
     for _ in range(2):
         with pytest.warns(hd.HippoWarning, match=f"{segment}: line 2"):
-            plan = hd.SearchPlan.open(str(root))
+            plan = SearchPlan.open(str(root))
         check_plan(plan)
         assert plan.refresh() == 0
 

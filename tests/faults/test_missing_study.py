@@ -17,6 +17,7 @@ import s3fs
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.cli import main
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage import collect_garbage
 from hippo_dask.testing.simulated import SimulatedTrainer
 from tests.conftest import S3Server
@@ -88,7 +89,7 @@ def test_a_study_on_an_existing_bucket_and_a_fresh_local_path_starts(
                       storage_options=s3_server.storage_options)
     with remote.plan as plan:
         plan.add(trial, 10)
-    assert hd.SearchPlan.open(remote.root, s3_server.storage_options).stats().trials == 1
+    assert SearchPlan.open(remote.root, s3_server.storage_options).stats().trials == 1
     local = hd.Study("fresh", SimulatedTrainer, storage=str(tmp_path / "new" / "runs"))
     assert (tmp_path / "new" / "runs" / "fresh" / "plan").is_dir()  # created as before
     local.close()

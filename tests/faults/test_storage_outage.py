@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage._retry import transient_failures
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
 from tests.helpers import executed, make_client, standalone, until
@@ -90,7 +91,7 @@ def test_the_study_rides_out_an_outage(tmp_path: Path, endpoint: Endpoint) -> No
         results = asyncio.run(scenario())
     for trial, metrics in zip(todo, results):
         assert metrics["score"] == standalone(trial, 100)
-    reopened = hd.SearchPlan.open(f"{endpoint.root}/outage", endpoint.options)
+    reopened = SearchPlan.open(f"{endpoint.root}/outage", endpoint.options)
     assert reopened.stats().pending == 0 and reopened.stats().requests == len(todo)
     store = study.checkpoints
     for node in reopened.nodes:
@@ -119,7 +120,7 @@ def test_an_outage_past_the_limit_stops_the_study_cleanly(tmp_path: Path, endpoi
         with pytest.raises(hd.StorageError, match="unreachable for more than 2 s"):
             asyncio.run(scenario())
     endpoint.start()
-    reopened = hd.SearchPlan.open(f"{endpoint.root}/outage", endpoint.options)
+    reopened = SearchPlan.open(f"{endpoint.root}/outage", endpoint.options)
     assert reopened.stats().requests == len(todo)  # the journal reopens, every request kept
     assert "testing" not in repr(reopened)
 
@@ -164,7 +165,7 @@ def test_during_an_outage_the_study_goes_on_and_results_wait_for_the_journal(
 
         metrics = asyncio.run(scenario())
     assert metrics["score"] == standalone(trial, 20)
-    reopened = hd.SearchPlan.open(str(tmp_path / "runs" / "journal-outage"))
+    reopened = SearchPlan.open(str(tmp_path / "runs" / "journal-outage"))
     assert reopened.stats().pending == 0
     assert [m["score"] for n in reopened.nodes for m in n.metrics.values() if m["steps"] == 20] \
         == [metrics["score"]]

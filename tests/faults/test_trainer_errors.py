@@ -10,6 +10,7 @@ from distributed import Client
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.testing.simulated import SimulatedTrainer
 from tests.helpers import executed, standalone
 
@@ -74,7 +75,7 @@ def test_non_finite_metrics_are_kept_and_rank_worst(client: Client, tmp_path: Pa
     frame = study.metrics_store.read()
     assert frame["score"].isna().sum() == 6
     assert (frame["score"] == math.inf).sum() == 6 and (frame["score"] == -math.inf).sum() == 6
-    reopened = hd.SearchPlan.open(study.root)
+    reopened = SearchPlan.open(study.root)
     scores = [m["score"] for n in reopened.nodes for m in n.metrics.values()]
     assert sum(math.isnan(v) for v in scores) == 6 and sum(math.isinf(v) for v in scores) == 12
 

@@ -9,7 +9,7 @@ import pytest
 
 import hippo_dask as hd
 from hippo_dask import seq
-from hippo_dask.plan import Journal
+from hippo_dask.plan import Journal, SearchPlan
 from hippo_dask.plan._journal import decode_line, encode_line
 
 
@@ -34,7 +34,7 @@ def test_lines_round_trip_and_detect_damage() -> None:
 
 
 def test_nothing_is_written_until_flush_and_each_flush_is_one_segment(tmp_path: Path) -> None:
-    plan = hd.SearchPlan.open(str(tmp_path))
+    plan = SearchPlan.open(str(tmp_path))
     plan.add(trial(30), 60)
     plan.add(trial(40), 60)
     assert segments(tmp_path) == []
@@ -48,7 +48,7 @@ def test_nothing_is_written_until_flush_and_each_flush_is_one_segment(tmp_path: 
 
 
 def test_reopen_replays_requests_checkpoints_metrics_and_profiles(tmp_path: Path) -> None:
-    with hd.SearchPlan.open(str(tmp_path)) as plan:
+    with SearchPlan.open(str(tmp_path)) as plan:
         a = plan.add(trial(30), 60)
         b = plan.add(trial(40), 60)
         plan.record_checkpoint(b.node, 30, "ckpt/30")
@@ -56,7 +56,7 @@ def test_reopen_replays_requests_checkpoints_metrics_and_profiles(tmp_path: Path
         plan.record_profile(b.node, 0.125)
         plan.forget_checkpoint(b.node, 30)
         plan.record_checkpoint(b.node, 45, "ckpt/45")
-    again = hd.SearchPlan.open(f"file://{tmp_path}")
+    again = SearchPlan.open(f"file://{tmp_path}")
     assert again.stats() == plan.stats()
     a2, b2 = again.nodes
     assert a2.checkpoints == {} and b2.checkpoints == {45: "ckpt/45"}
@@ -66,21 +66,21 @@ def test_reopen_replays_requests_checkpoints_metrics_and_profiles(tmp_path: Path
 
 
 def test_a_torn_last_record_is_ignored_with_a_warning(tmp_path: Path) -> None:
-    with hd.SearchPlan.open(str(tmp_path)) as plan:
+    with SearchPlan.open(str(tmp_path)) as plan:
         a = plan.add(trial(30), 60)
         plan.record_metrics(a.node, 60, {"acc": 0.75})
     (segment,) = segments(tmp_path)
     data = segment.read_bytes()
     segment.write_bytes(data[:-7])  # crash in the middle of the last record
     with pytest.warns(hd.HippoWarning, match="last line is torn or corrupt"):
-        again = hd.SearchPlan.open(str(tmp_path))
+        again = SearchPlan.open(str(tmp_path))
     assert again.stats().requested_steps == 60
     assert again.nodes[0].metrics == {}  # never half-applied
     assert again.stats().pending == 1
 
 
 def test_a_corrupt_record_in_the_middle_is_skipped_and_named(tmp_path: Path) -> None:
-    with hd.SearchPlan.open(str(tmp_path)) as plan:
+    with SearchPlan.open(str(tmp_path)) as plan:
         plan.add(trial(30), 60)
         plan.add(trial(40), 60)
         plan.add(trial(50), 60)
@@ -89,20 +89,20 @@ def test_a_corrupt_record_in_the_middle_is_skipped_and_named(tmp_path: Path) -> 
     lines[1] = lines[1].replace(b'"steps":60', b'"steps":61')
     segment.write_bytes(b"".join(lines))
     with pytest.warns(hd.HippoWarning, match=f"{segment.name}: line 2"):
-        again = hd.SearchPlan.open(str(tmp_path))
+        again = SearchPlan.open(str(tmp_path))
     assert again.stats().trials == 2
 
 
 def test_temporary_files_of_a_crashed_writer_are_not_read(tmp_path: Path) -> None:
-    with hd.SearchPlan.open(str(tmp_path)) as plan:
+    with SearchPlan.open(str(tmp_path)) as plan:
         plan.add(trial(30), 60)
     (tmp_path / "plan" / ".0-dead-000000.jsonl.tmp").write_bytes(encode_line({"op": "request"})[:5])
-    assert hd.SearchPlan.open(str(tmp_path)).stats() == plan.stats()
+    assert SearchPlan.open(str(tmp_path)).stats() == plan.stats()
 
 
 def test_two_writers_see_each_other_after_refresh(tmp_path: Path) -> None:
-    one = hd.SearchPlan.open(str(tmp_path))
-    two = hd.SearchPlan.open(str(tmp_path))
+    one = SearchPlan.open(str(tmp_path))
+    two = SearchPlan.open(str(tmp_path))
     r1 = one.add(trial(30), 60)
     r2 = two.add(trial(40), 60)  # two does not know one's trial yet: its own root
     one.flush()
@@ -118,7 +118,7 @@ def test_two_writers_see_each_other_after_refresh(tmp_path: Path) -> None:
     assert two.metrics(trial(30), 60) == {"acc": 0.5}
     assert one.latest_checkpoint(trial(40), 60) == (45, "ckpt/two-45")
     # A third process replays both writers into the same plan.
-    three = hd.SearchPlan.open(str(tmp_path))
+    three = SearchPlan.open(str(tmp_path))
     assert three.stats() == one.stats() == two.stats()
 
 
@@ -132,17 +132,17 @@ def test_segments_are_named_by_session_so_writers_never_collide(tmp_path: Path) 
 
 def test_an_unknown_protocol_is_a_clear_error() -> None:
     with pytest.raises(hd.JournalError, match="nosuchfs://bucket"):
-        hd.SearchPlan.open("nosuchfs://bucket/study")
+        SearchPlan.open("nosuchfs://bucket/study")
 
 
 def test_a_segment_that_cannot_be_read_loses_nothing_read_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reader = hd.SearchPlan.open(str(tmp_path))
-    with hd.SearchPlan.open(str(tmp_path)) as first:
+    reader = SearchPlan.open(str(tmp_path))
+    with SearchPlan.open(str(tmp_path)) as first:
         request = first.add(trial(30), 60)
         first.record_metrics(request.node, 60, {"acc": 0.5})
-    with hd.SearchPlan.open(str(tmp_path)) as second:  # its segment sorts after first's
+    with SearchPlan.open(str(tmp_path)) as second:  # its segment sorts after first's
         second.add(trial(40), 60)
     journal = reader.journal
     assert journal is not None

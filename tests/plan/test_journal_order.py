@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.plan._journal import encode_line
 
 A = hd.Trial(lr=seq.StepLR(0.1, 0.1, [30]), optimizer="sgd")
@@ -41,11 +42,11 @@ def segments_of(root: str) -> Segments:
             if p.endswith(".jsonl")}
 
 
-def history() -> tuple[Segments, hd.SearchPlan]:
+def history() -> tuple[Segments, SearchPlan]:
     """The segments of three writers and a gc on one plan, and one writer, refreshed at the end."""
     root = fresh_root()
-    early = hd.SearchPlan.open(root)  # began first, flushes its checkpoint last
-    late = hd.SearchPlan.open(root)
+    early = SearchPlan.open(root)  # began first, flushes its checkpoint last
+    late = SearchPlan.open(root)
     early.add(A, 60)
     early.flush()
     b = late.add(B, 60)
@@ -53,7 +54,7 @@ def history() -> tuple[Segments, hd.SearchPlan]:
     late.record_checkpoint(b.node, 30, "ckpt/shared-30.ckpt")  # the state A and B share
     late.record_metrics(b.node, 60, {"score": 0.25})
     late.flush()
-    gc = hd.SearchPlan.open(root)  # forgets the checkpoint it saw (late's record)
+    gc = SearchPlan.open(root)  # forgets the checkpoint it saw (late's record)
     shared = gc.locate(A, 30)
     assert shared is not None and 30 in shared.checkpoints
     gc.forget_checkpoint(shared, 30)
@@ -96,7 +97,7 @@ def history() -> tuple[Segments, hd.SearchPlan]:
     return segments_of(root), early
 
 
-def view(plan: hd.SearchPlan) -> tuple[Any, ...]:
+def view(plan: SearchPlan) -> tuple[Any, ...]:
     """Every answer a plan gives about the states of the trials above."""
     states = {}
     for trial in TRIALS:
@@ -112,11 +113,11 @@ def view(plan: hd.SearchPlan) -> tuple[Any, ...]:
         stats.unique_steps
 
 
-def read_in(segments: Segments, batches: list[list[str]]) -> hd.SearchPlan:
+def read_in(segments: Segments, batches: list[list[str]]) -> SearchPlan:
     """A reader that finds ``batches`` of segments appear one batch after another."""
     root = fresh_root()
     fs, path = fsspec.core.url_to_fs(root)
-    reader = hd.SearchPlan.open(root)
+    reader = SearchPlan.open(root)
     for batch in batches:
         for name in batch:
             fs.pipe_file(f"{path}/plan/{name}", segments[name])
@@ -172,6 +173,6 @@ def test_two_readers_that_looked_at_different_times_agree() -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def shared_history() -> tuple[Segments, hd.SearchPlan]:
+def shared_history() -> tuple[Segments, SearchPlan]:
     """:func:`history`, built once for the tests that only read it."""
     return history()

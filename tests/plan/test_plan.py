@@ -8,6 +8,7 @@ import pytest
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import Node, SearchPlan
 
 
 def lr_trial(milestones: list[int], **fixed: object) -> hd.Trial:
@@ -15,7 +16,7 @@ def lr_trial(milestones: list[int], **fixed: object) -> hd.Trial:
 
 
 def test_design_example_shares_steps_before_the_first_differing_milestone() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr_trial([90, 135]), 200)
     b = plan.add(lr_trial([100, 150]), 200)
     stats = plan.stats()
@@ -27,7 +28,7 @@ def test_design_example_shares_steps_before_the_first_differing_milestone() -> N
 
 
 def test_sharing_is_decided_on_values_not_on_how_the_sequence_is_written() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(hd.Trial(lr=seq.Constant(0.1)), 100)
     b = plan.add(hd.Trial(lr=seq.MultiStep([0.1, 0.01], [50])), 100)
     c = plan.add(hd.Trial(lr=seq.Piecewise((seq.Constant(0.1), 50), seq.Constant(0.01))), 100)
@@ -37,7 +38,7 @@ def test_sharing_is_decided_on_values_not_on_how_the_sequence_is_written() -> No
 
 
 def test_fixed_values_and_value_kinds_separate_trees() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     plan.add(hd.Trial(lr=seq.Constant(0.1), optimizer="sgd"), 10)
     plan.add(hd.Trial(lr=seq.Constant(0.1), optimizer="adam"), 10)
     plan.add(hd.Trial(bs=seq.Constant(128)), 10)
@@ -50,7 +51,7 @@ def test_fixed_values_and_value_kinds_separate_trees() -> None:
 
 
 def test_a_shorter_request_ends_inside_an_existing_node() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     long = plan.add(lr_trial([30]), 60)
     short = plan.add(lr_trial([40]), 25)  # equal to the first up to step 29
     assert short.node is long.node
@@ -61,8 +62,8 @@ def test_a_shorter_request_ends_inside_an_existing_node() -> None:
 
 
 def test_nodes_are_never_removed_and_ids_follow_creation() -> None:
-    plan = hd.SearchPlan()
-    seen: list[hd.Node] = []
+    plan = SearchPlan()
+    seen: list[Node] = []
     for milestones in ([50], [40], [30], [20], [45]):
         plan.add(lr_trial(milestones), 60)
         assert plan.nodes[: len(seen)] == seen
@@ -72,7 +73,7 @@ def test_nodes_are_never_removed_and_ids_follow_creation() -> None:
 
 
 def test_requested_steps_count_the_longest_request_per_tag() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     t = lr_trial([30])
     plan.add(t, 15)
     plan.add(t, 60)
@@ -84,7 +85,7 @@ def test_requested_steps_count_the_longest_request_per_tag() -> None:
 
 
 def test_metrics_answer_requests_and_leave_the_pending_set() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     r = plan.add(lr_trial([30]), 40)
     assert not r.done and r.metrics is None
     assert plan.pending() == [(r.node, 40)]
@@ -99,7 +100,7 @@ def test_metrics_answer_requests_and_leave_the_pending_set() -> None:
 
 
 def test_state_at_a_branch_step_belongs_to_the_parent() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr_trial([30]), 60)
     b = plan.add(lr_trial([40]), 60)
     assert b.node.start == 30
@@ -110,7 +111,7 @@ def test_state_at_a_branch_step_belongs_to_the_parent() -> None:
 
 
 def test_latest_checkpoint_walks_up_to_ancestors() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr_trial([30]), 60)
     b = plan.add(lr_trial([40]), 60)
     plan.record_checkpoint(a.node, 10, "ckpt/10")
@@ -124,7 +125,7 @@ def test_latest_checkpoint_walks_up_to_ancestors() -> None:
 
 
 def test_locate_does_not_grow_the_plan() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     plan.add(lr_trial([30]), 60)
     before = plan.stats()
     assert plan.locate(lr_trial([40]), 30) is plan.nodes[0]
@@ -135,25 +136,25 @@ def test_locate_does_not_grow_the_plan() -> None:
 
 @pytest.mark.parametrize("steps", [0, -1, 2.5, True, "10"])
 def test_bad_steps_are_rejected_with_the_value(steps: object) -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     with pytest.raises(ValueError, match="steps"):
         plan.add(lr_trial([30]), steps)  # type: ignore[arg-type]
 
 
 def test_add_takes_trials_only() -> None:
     with pytest.raises(hd.InvalidTrialError, match="takes a Trial"):
-        hd.SearchPlan().add({"lr": 0.1}, 10)  # type: ignore[arg-type]
+        SearchPlan().add({"lr": 0.1}, 10)  # type: ignore[arg-type]
 
 
 def test_metrics_must_be_numbers() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     r = plan.add(lr_trial([30]), 40)
     with pytest.raises(TypeError, match="val_acc"):
         plan.record_metrics(r.node, 40, {"val_acc": "high"})
 
 
 def test_profile_is_inherited_until_measured() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr_trial([30]), 60)
     b = plan.add(lr_trial([40]), 60)
     assert b.node.profile() == 1.0

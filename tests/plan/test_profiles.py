@@ -6,6 +6,7 @@ from pathlib import Path
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.plan._profiles import DEFAULT_SECONDS_PER_STEP, Profiles, profile_group
 
 
@@ -14,13 +15,13 @@ def trial(lr: float = 0.1, milestones: tuple[int, ...] = (30,), **fixed: object)
 
 
 def test_an_empty_plan_assumes_the_default() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     r = plan.add(trial(width=64), 60)
     assert r.node.profile() == DEFAULT_SECONDS_PER_STEP == 1.0
 
 
 def test_a_new_root_takes_the_median_of_its_fixed_values_then_of_the_plan() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     measured = [plan.add(trial(lr, width=64), 60) for lr in (0.1, 0.2, 0.3)]
     wide = plan.add(trial(0.1, width=512), 60)
     for r, seconds in zip(measured, (100.0, 110.0, 400.0)):
@@ -37,7 +38,7 @@ def test_a_new_root_takes_the_median_of_its_fixed_values_then_of_the_plan() -> N
 
 
 def test_the_nearest_measured_ancestor_comes_before_the_pool() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     root = plan.add(trial(0.1, (30,), width=64), 60)
     plan.record_profile(root.node, 2.0)
     for lr in (0.2, 0.3):
@@ -50,7 +51,7 @@ def test_the_nearest_measured_ancestor_comes_before_the_pool() -> None:
 
 
 def test_a_new_measurement_of_a_node_replaces_its_old_one() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(trial(0.1, width=64), 60)
     plan.record_profile(a.node, 1000.0)
     plan.record_profile(a.node, 4.0)
@@ -61,7 +62,7 @@ def test_a_new_measurement_of_a_node_replaces_its_old_one() -> None:
 def test_values_the_study_adds_do_not_split_the_pool() -> None:
     # Study(sharing=False) adds a per-trial _hippo_isolate value: every trial is its own root,
     # but the step costs the same.
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(hd.Trial(lr=seq.Constant(0.1), width=64, _hippo_isolate="a"), 10)
     plan.add(hd.Trial(lr=seq.Constant(0.1), width=512, _hippo_isolate="c"), 10)
     plan.record_profile(a.node, 7.0)
@@ -72,11 +73,11 @@ def test_values_the_study_adds_do_not_split_the_pool() -> None:
 
 
 def test_the_pool_is_rebuilt_when_a_journal_is_replayed(tmp_path: Path) -> None:
-    with hd.SearchPlan.open(str(tmp_path)) as plan:
+    with SearchPlan.open(str(tmp_path)) as plan:
         for lr, seconds in ((0.1, 5.0), (0.2, 6.0), (0.3, 9.0)):
             plan.record_profile(plan.add(trial(lr, width=64), 60).node, seconds)
         plan.add(trial(0.4, width=64), 60)
-    again = hd.SearchPlan.open(str(tmp_path))
+    again = SearchPlan.open(str(tmp_path))
     assert again.nodes[-1].seconds_per_step is None
     assert again.nodes[-1].profile() == 6.0
 
@@ -84,7 +85,7 @@ def test_the_pool_is_rebuilt_when_a_journal_is_replayed(tmp_path: Path) -> None:
 def test_a_new_root_weighs_in_the_critical_path_in_the_same_unit() -> None:
     # Before: an unmeasured root counted 1.0 s per step against 100 s measured ones, so its 40
     # steps looked like 40 s next to a 10-step stage of 1000 s.
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     old = plan.add(trial(0.1, width=64), 50)
     plan.record_checkpoint(old.node, 40, "ckpt/40")
     plan.record_profile(old.node, 100.0)

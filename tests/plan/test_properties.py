@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import hippo_dask as hd
+from hippo_dask.plan import SearchPlan
 from hippo_dask.testing.strategies import requests, trials
 from tests.plan.model import state, unique_steps
 
@@ -24,7 +25,7 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @SETTINGS
 @given(requests())
 def test_unique_steps_equal_a_brute_force_trie_count(stream: list[tuple[hd.Trial, int]]) -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for trial, steps in stream:
         plan.add(trial, steps)
     stats = plan.stats()
@@ -38,7 +39,7 @@ def test_unique_steps_equal_a_brute_force_trie_count(stream: list[tuple[hd.Trial
 @SETTINGS
 @given(requests())
 def test_every_node_trains_with_one_set_of_values(stream: list[tuple[hd.Trial, int]]) -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     placed = [(trial, steps, plan.add(trial, steps).node) for trial, steps in stream]
     for trial, steps, _ in placed:
         # The request's state is the one its node's owner reaches at that step.
@@ -55,7 +56,7 @@ def test_every_node_trains_with_one_set_of_values(stream: list[tuple[hd.Trial, i
 
 
 def _check_stage_tree(
-    plan: hd.SearchPlan,
+    plan: SearchPlan,
     stream: list[tuple[hd.Trial, int]],
     saved: dict[tuple[Any, ...], str],
     answered: set[tuple[Any, ...]],
@@ -90,7 +91,7 @@ def _check_stage_tree(
 def test_stage_trees_train_each_pending_step_once_from_the_latest_checkpoint(
     stream: list[tuple[hd.Trial, int]], data: st.DataObject
 ) -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for trial, steps in stream:
         plan.add(trial, steps)
     saved: dict[tuple[Any, ...], str] = {}
@@ -113,7 +114,7 @@ def test_stage_trees_train_each_pending_step_once_from_the_latest_checkpoint(
     _check_stage_tree(plan, stream, saved, answered)
 
 
-def _describe(plan: hd.SearchPlan) -> tuple[Any, ...]:
+def _describe(plan: SearchPlan) -> tuple[Any, ...]:
     nodes = [(n.owner.id, n.start, n.extent, n.parent.id if n.parent else None,
               sorted(n.checkpoints.items()), sorted(n.metrics.items()), n.seconds_per_step)
              for n in plan.nodes]
@@ -126,7 +127,7 @@ def test_reopening_a_persisted_plan_gives_the_same_plan(
     stream: list[tuple[hd.Trial, int]], data: st.DataObject
 ) -> None:
     url = f"memory://plans/{uuid.uuid4().hex}"
-    plan = hd.SearchPlan.open(url)
+    plan = SearchPlan.open(url)
     for i, (trial, steps) in enumerate(stream):
         request = plan.add(trial, steps)
         if data.draw(st.booleans(), label="record?"):
@@ -139,7 +140,7 @@ def test_reopening_a_persisted_plan_gives_the_same_plan(
         if data.draw(st.booleans(), label="flush?"):
             plan.flush()
     plan.flush()
-    assert _describe(hd.SearchPlan.open(url)) == _describe(plan)
+    assert _describe(SearchPlan.open(url)) == _describe(plan)
 
 
 class PlanMachine(RuleBasedStateMachine):
@@ -148,7 +149,7 @@ class PlanMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.url = f"memory://machine/{uuid.uuid4().hex}"
-        self.plan = hd.SearchPlan.open(self.url)
+        self.plan = SearchPlan.open(self.url)
         self.stream: list[tuple[hd.Trial, int]] = []
         self.saved: dict[tuple[Any, ...], str] = {}
         self.metrics: dict[tuple[Any, ...], float] = {}
@@ -181,7 +182,7 @@ class PlanMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.plan.flush()
-        self.plan = hd.SearchPlan.open(self.url)
+        self.plan = SearchPlan.open(self.url)
 
     @invariant()
     def agrees_with_the_model(self) -> None:

@@ -19,6 +19,7 @@ import pytest
 import hippo_dask as hd
 from hippo_dask import seq
 from hippo_dask.cli import main
+from hippo_dask.plan import SearchPlan
 from hippo_dask.plan._journal import encode_line
 from hippo_dask.plan._snapshot import decode, encode
 from hippo_dask.testing.simulated import SimulatedTrainer
@@ -28,8 +29,8 @@ TRIALS = [hd.Trial(lr=seq.StepLR(0.1, 0.1, [m]), batch=seq.Constant(32), width=w
 UNKNOWN = hd.Trial(lr=seq.Constant(0.5))  # its request comes after the snapshot
 
 
-def build(root: Path) -> hd.SearchPlan:
-    with hd.SearchPlan.open(str(root)) as plan:
+def build(root: Path) -> SearchPlan:
+    with SearchPlan.open(str(root)) as plan:
         for i, trial in enumerate(TRIALS):
             request = plan.add(trial, 40, tag=f"t{i % 4}")
             plan.record_metrics(request.node, 40, {"score": i / 10, "nan": float("nan")})
@@ -43,10 +44,10 @@ def build(root: Path) -> hd.SearchPlan:
     # A record about a trial whose request is not in the journal yet: it waits.
     (root / "plan" / f"{time.time_ns():020d}-waiting0-000000.jsonl").write_bytes(encode_line(
         {"op": "metrics", "trial": UNKNOWN.id, "step": 5, "values": {"score": 9.0}, "at": 1}))
-    return hd.SearchPlan.open(str(root))
+    return SearchPlan.open(str(root))
 
 
-def view(plan: hd.SearchPlan) -> Any:
+def view(plan: SearchPlan) -> Any:
     nodes = sorted(
         (n.owner.id, n.start, n.extent, sorted(n.requests.items()), sorted(n.checkpoints.items()),
          repr(sorted(n.metrics.items())), n.seconds_per_step)
@@ -65,19 +66,19 @@ def test_reopening_from_a_snapshot_gives_the_replayed_plan(tmp_path: Path) -> No
     assert plan.since_snapshot == len(TRIALS) * 4 + 2  # every line read
     path = plan.compact()
     assert Path(path) in snapshots(tmp_path)
-    again = hd.SearchPlan.open(str(tmp_path))
+    again = SearchPlan.open(str(tmp_path))
     assert view(again) == replayed
     assert again.since_snapshot == 0  # nothing replayed: the snapshot held every segment
     # The waiting record was kept: it applies once its request arrives.
-    with hd.SearchPlan.open(str(tmp_path)) as writer:
+    with SearchPlan.open(str(tmp_path)) as writer:
         writer.add(UNKNOWN, 20)
     again.refresh()
     assert again.metrics(UNKNOWN, 5) == {"score": 9.0}
-    assert hd.SearchPlan.open(str(tmp_path)).metrics(UNKNOWN, 5) == {"score": 9.0}
+    assert SearchPlan.open(str(tmp_path)).metrics(UNKNOWN, 5) == {"score": 9.0}
 
 
 def test_segments_after_the_snapshot_apply_even_from_an_earlier_session(tmp_path: Path) -> None:
-    early = hd.SearchPlan.open(str(tmp_path))  # began before the snapshot, flushes after it
+    early = SearchPlan.open(str(tmp_path))  # began before the snapshot, flushes after it
     build(tmp_path).compact()
     early.refresh()
     shared = early.locate(TRIALS[0], 10)
@@ -85,14 +86,14 @@ def test_segments_after_the_snapshot_apply_even_from_an_earlier_session(tmp_path
     early.record_checkpoint(shared, 10, "ckpt/again-10.ckpt")
     early.add(UNKNOWN, 20)
     early.flush()  # its segment's name sorts before every segment the snapshot holds
-    reopened = hd.SearchPlan.open(str(tmp_path))
+    reopened = SearchPlan.open(str(tmp_path))
     assert reopened.since_snapshot == 2  # only early's two records were read
     assert reopened.latest_checkpoint(TRIALS[0], 40) == (10, "ckpt/again-10.ckpt")
     assert reopened.metrics(UNKNOWN, 5) == {"score": 9.0}  # the waiting record applied
     expected = view(reopened)
     for path in snapshots(tmp_path):
         path.unlink()
-    assert view(hd.SearchPlan.open(str(tmp_path))) == expected  # as a full replay
+    assert view(SearchPlan.open(str(tmp_path))) == expected  # as a full replay
 
 
 def damage_flip(data: bytes) -> bytes:
@@ -118,19 +119,19 @@ def test_a_damaged_snapshot_is_skipped_with_a_warning(
 ) -> None:
     plan = build(tmp_path)
     older = Path(plan.compact())
-    with hd.SearchPlan.open(str(tmp_path)) as writer:
+    with SearchPlan.open(str(tmp_path)) as writer:
         writer.add(UNKNOWN, 20)
     plan.refresh()
     newest = Path(plan.compact())
     expected = view(plan)
     newest.write_bytes(damage(newest.read_bytes()))
     with pytest.warns(hd.HippoWarning, match=rf"snapshot .*{newest.name} was skipped \(.*{why}"):
-        reopened = hd.SearchPlan.open(str(tmp_path))
+        reopened = SearchPlan.open(str(tmp_path))
     assert view(reopened) == expected  # from the older snapshot and the segments after it
     assert reopened.since_snapshot == 1
     older.write_bytes(b"")
     with pytest.warns(hd.HippoWarning, match="was skipped") as caught:
-        assert view(hd.SearchPlan.open(str(tmp_path))) == expected  # from the segments alone
+        assert view(SearchPlan.open(str(tmp_path))) == expected  # from the segments alone
     assert sum(older.name in str(w.message) or newest.name in str(w.message) for w in caught) == 2
 
 
@@ -143,7 +144,7 @@ def test_a_study_snapshots_its_plan_on_close_when_due(tmp_path: Path) -> None:
         study = hd.Study("s", SimulatedTrainer, storage=str(tmp_path))
         study.close()
     (snapshot,) = snapshots(tmp_path / "s")
-    assert view(hd.SearchPlan.open(study.root)) == view(study.plan)
+    assert view(SearchPlan.open(study.root)) == view(study.plan)
     with dask.config.set({"hippo.snapshot-every": 20}):
         hd.Study("s", SimulatedTrainer, storage=str(tmp_path)).close()
     assert snapshots(tmp_path / "s") == [snapshot]  # nothing new since
@@ -159,7 +160,7 @@ def test_hippo_dask_compact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["compact", str(tmp_path / "s"), "--prune"]) == 0
     assert list((tmp_path / "s" / "plan").glob("*.jsonl")) == []
     assert len(snapshots(tmp_path / "s")) == 1  # the older one went too
-    assert view(hd.SearchPlan.open(str(tmp_path / "s"))) == expected
+    assert view(SearchPlan.open(str(tmp_path / "s"))) == expected
     assert main(["compact", str(tmp_path / "nothing")]) == 2
     assert "holds no study" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage import MetricRow, MetricsStore, StageRecord
 from hippo_dask.testing.simulated import SimulatedTrainer
 
@@ -61,7 +62,7 @@ OTHER = hd.Trial(**{HP_NAME: seq.Constant(0.1), "optimizer": IMG})
 def write_hostile_study(storage: Path) -> str:
     """Write the study; returns its folder (``storage/STUDY``)."""
     root = f"{storage}/{STUDY}"
-    plan = hd.SearchPlan.open(root)
+    plan = SearchPlan.open(root)
     for tag, trial in (("a", PARENT), ("b", CHILD), ("c", OTHER)):
         plan.add(trial, 20, tag=f"{tag} {IMG}")
     rows = []

@@ -18,6 +18,7 @@ from hippo_dask import seq
 from hippo_dask.cli import main
 from hippo_dask.dashboard import StudyReader
 from hippo_dask.dashboard._app import header_html
+from hippo_dask.plan import SearchPlan
 from hippo_dask.storage import collect_garbage
 from hippo_dask.storage._retry import with_retries
 from hippo_dask.testing.simulated import SimulatedTrainer
@@ -123,12 +124,12 @@ def test_the_plan_gc_and_compact_mask_passwords(
     root = f"memory://carol:{PASSWORD}@box{tmp_path}"
     study = hd.Study("masked", SimulatedTrainer, storage=root)
     study.tune(hd.tuners.Grid(hd.GridSpace(lr=[seq.Constant(0.1)]), metric="score", steps=4))
-    shown = [repr(hd.SearchPlan.open(study.root))]
+    shown = [repr(SearchPlan.open(study.root))]
     # The embedded cluster's silence_logs lowered the root handlers (caplog's too) to WARNING.
     caplog.set_level(logging.DEBUG, logger="hippo_dask")
     collect_garbage(study.root, keep="all", orphan_age=0.0)
     with pytest.raises(hd.StudyNotFoundError) as nothing:
-        hd.SearchPlan.open(f"{root}/none", create=False)
+        SearchPlan.open(f"{root}/none", create=False)
     shown.append(str(nothing.value))
     assert main(["compact", f"{root}/none"]) == 2
     shown += [capsys.readouterr().err, caplog.text]
