@@ -91,7 +91,7 @@ def test_result_stats_and_the_dashboard_agree_on_what_sharing_saved(
     at the shared run's all-inclusive seconds per step. ``result.stats`` and the dashboard show
     the same figure, and a run that trains fewer steps than its requests add up to saved a
     positive share (the two used to disagree, and a held-out run showed "saved -85%")."""
-    log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
+    log = str(tmp_path / "train.log")
     study = hd.Study("saved", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client,
                      eval_every=10)
     space = hd.GridSpace(lr=[seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
@@ -103,8 +103,12 @@ def test_result_stats_and_the_dashboard_agree_on_what_sharing_saved(
     result = study.tune(tuner, progress=False)
     stats = result.stats
     reader = open_study(str(tmp_path / "runs"), "saved")
-    snap = _poll(lambda: (lambda s: s if s.savings.stages == stats.stages else None)(
-        reader.refresh()), "the last stage records")
+
+    def recorded():  # type: ignore[no-untyped-def]
+        snap = reader.refresh()
+        return snap if snap.savings.stages == stats.stages else None
+
+    snap = _poll(recorded, "the last stage records")
     s = snap.savings
     assert s.requested_steps == stats.requested_steps and s.executed_steps == stats.executed_steps
     assert 0 < stats.executed_steps < stats.requested_steps
