@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan
 
 
 def lr(milestones: list[int]) -> hd.Trial:
@@ -15,7 +16,7 @@ def spans(tree: hd.StageTree) -> list[tuple[int, int, int]]:
 
 
 def test_shared_prefix_is_one_stage_with_a_child_per_branch() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for m in ([30], [40], [50]):
         plan.add(lr(m), 60)
     tree = plan.stage_tree()
@@ -27,7 +28,7 @@ def test_shared_prefix_is_one_stage_with_a_child_per_branch() -> None:
 
 
 def test_each_stage_starts_where_its_parent_stopped() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for m in ([30], [40], [50], [30, 45]):
         plan.add(lr(m), 60)
     tree = plan.stage_tree()
@@ -41,7 +42,7 @@ def test_each_stage_starts_where_its_parent_stopped() -> None:
 
 
 def test_several_requests_in_one_node_become_consecutive_stages() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     t = lr([100])
     for steps in (15, 35, 60):
         plan.add(t, steps, tag=f"r{steps}")
@@ -52,7 +53,7 @@ def test_several_requests_in_one_node_become_consecutive_stages() -> None:
 
 
 def test_stages_resume_from_the_latest_checkpoint() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr([30]), 60)
     plan.record_checkpoint(a.node, 20, "ckpt/20")
     plan.record_checkpoint(a.node, 25, "ckpt/25")
@@ -63,7 +64,7 @@ def test_stages_resume_from_the_latest_checkpoint() -> None:
 
 
 def test_a_checkpoint_at_the_branch_step_feeds_the_children_directly() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr([30]), 60)
     b = plan.add(lr([40]), 60)
     plan.record_checkpoint(a.node, 30, "ckpt/30")
@@ -74,7 +75,7 @@ def test_a_checkpoint_at_the_branch_step_feeds_the_children_directly() -> None:
 
 
 def test_answered_requests_need_no_stage_and_a_checkpointed_one_only_evaluates() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr([30]), 60)
     plan.record_checkpoint(a.node, 60, "ckpt/60")
     tree = plan.stage_tree()
@@ -85,7 +86,7 @@ def test_answered_requests_need_no_stage_and_a_checkpointed_one_only_evaluates()
 
 
 def test_a_running_stage_is_a_source_for_every_step_it_will_pass() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr([30]), 60)
     b = plan.add(lr([40]), 80)
     # Node a is being trained 0 -> 60 by a running stage; b branches off at 30 and
@@ -104,7 +105,7 @@ def test_a_running_stage_is_a_source_for_every_step_it_will_pass() -> None:
 
 
 def test_critical_path_follows_profiled_time_not_step_count() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     a = plan.add(lr([30]), 100)  # 70 more steps after the branch
     b = plan.add(lr([40]), 60)  # 30 more steps after the branch, but slow
     plan.record_profile(a.node, 1.0)
@@ -118,7 +119,7 @@ def test_critical_path_follows_profiled_time_not_step_count() -> None:
 
 
 def test_paths_cover_every_stage_once_longest_first() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for m in ([10], [20], [30], [20, 40], [50]):
         plan.add(lr(m), 60)
     plan.add(hd.Trial(lr=seq.Constant(0.5)), 35)
@@ -135,7 +136,7 @@ def test_paths_cover_every_stage_once_longest_first() -> None:
 
 
 def test_describe_is_plain_data_that_names_the_source() -> None:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     plan.add(lr([30]), 60)
     plan.add(lr([40]), 60)
     described = [s.describe() for s in plan.stage_tree().stages]
