@@ -21,8 +21,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Final
 
+from hippo_dask._constants import BASE_COLUMNS
 from hippo_dask.errors import InvalidMetricsError
-from hippo_dask.storage._records import BASE_COLUMNS
 
 __all__ = ["RESERVED_METRICS", "Trainer", "check_metrics"]
 

@@ -34,9 +34,9 @@ import dask.config
 from dask.utils import parse_timedelta
 from distributed.deploy.adaptive import Adaptive
 
+from hippo_dask._constants import DEMAND_KEY
 from hippo_dask.cluster._local import LOOPBACK, ClusterClient
 from hippo_dask.errors import ClusterStartError, HippoError
-from hippo_dask.execution._driver import DEMAND_KEY
 
 if TYPE_CHECKING:
     from distributed.security import Security

@@ -17,7 +17,7 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
-from hippo_dask.storage._records import SUBMITTED
+from hippo_dask._constants import SUBMITTED
 
 __all__ = ["QUEUED", "RUNNING", "STALE", "has_submissions", "stage_attempts"]
 

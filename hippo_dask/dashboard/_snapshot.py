@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
+from hippo_dask._constants import BASE_COLUMNS, DONE, FAILED
 from hippo_dask.dashboard._base import escape
 from hippo_dask.dashboard._flight import QUEUED, RUNNING, has_submissions, stage_attempts
 from hippo_dask.plan import (
@@ -47,7 +48,6 @@ from hippo_dask.plan import (
     saved_fraction,
     trial_by_trial_seconds,
 )
-from hippo_dask.storage._records import BASE_COLUMNS, DONE, FAILED
 from hippo_dask.stages import StageTree
 from hippo_dask.trial import Trial
 
