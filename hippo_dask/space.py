@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from hippo_dask.errors import InvalidSpaceError
-from hippo_dask.seq import SequenceTemplate
-from hippo_dask.seq._base import Sampleable, _resolve
+from hippo_dask.seq import Sampleable, SequenceTemplate, resolve
 from hippo_dask.trial import Trial, check_user_names
 
 __all__ = [
@@ -118,7 +117,7 @@ class _Choice(Distribution):
         object.__setattr__(self, "options", items)
 
     def sample(self, rng: np.random.Generator) -> Any:
-        return _resolve(self.options[int(rng.integers(len(self.options)))], rng)
+        return resolve(self.options[int(rng.integers(len(self.options)))], rng)
 
     def __repr__(self) -> str:
         return f"choice({list(self.options)!r})"
@@ -284,7 +283,7 @@ class RandomSpace:
                     f"RandomSpace: `where` accepted only {len(trials)} of {attempts - 1} draws; "
                     f"it rejects almost everything, so {n} trials cannot be drawn"
                 )
-            config = {name: _resolve(axis, rng) for name, axis in self.axes.items()}
+            config = {name: resolve(axis, rng) for name, axis in self.axes.items()}
             if self.where is None or self.where(dict(config)):
                 trials.append(Trial(**config))
         return trials

@@ -21,8 +21,7 @@ import numpy as np
 
 from hippo_dask._settings import setting
 from hippo_dask.errors import HippoError, InvalidSpaceError, InvalidTrialError
-from hippo_dask.seq import Sequence, SequenceTemplate, from_dict
-from hippo_dask.seq._base import Sampleable
+from hippo_dask.seq import Sampleable, Sequence, SequenceTemplate, from_dict
 
 __all__ = ["ENGINE_PREFIX", "Trial", "check_steps", "check_user_names"]
 

@@ -6,6 +6,12 @@
 """
 
 from hippo_dask.seq._base import PiecewiseConstant, Sequence, SequenceTemplate, from_dict
+
+# For hippo_dask's other packages (spaces, trials, tuners, the worker), not the user-facing API
+# below: what stands for a value until drawn, drawing it, and a sequence value as a Python type.
+from hippo_dask.seq._base import Sampleable as Sampleable
+from hippo_dask.seq._base import native as native
+from hippo_dask.seq._base import resolve as resolve
 from hippo_dask.seq._compose import Piecewise, Warmup
 from hippo_dask.seq._diff import DifferenceCache, first_difference
 from hippo_dask.seq._schedules import (

@@ -306,8 +306,8 @@ class SequenceTemplate:
 
     def sample(self, rng: np.random.Generator) -> Sequence:
         """Draw every distribution in the arguments, then build (and validate) the sequence."""
-        args = _resolve(self.args, rng)
-        kwargs = {k: _resolve(v, rng) for k, v in self.kwargs.items()}
+        args = resolve(self.args, rng)
+        kwargs = {k: resolve(v, rng) for k, v in self.kwargs.items()}
         result = self.family(*args, **kwargs)
         assert isinstance(result, Sequence)
         return result
@@ -317,13 +317,15 @@ class SequenceTemplate:
         return f"{self.family.__name__}({', '.join(parts)})"
 
 
-def _resolve(value: Any, rng: np.random.Generator) -> Any:
+def resolve(value: Any, rng: np.random.Generator) -> Any:
+    """Draw every :class:`Sampleable` and :class:`SequenceTemplate` in ``value``, through tuples,
+    lists and mappings; anything else is returned as it is."""
     if isinstance(value, (Sampleable, SequenceTemplate)):
         return value.sample(rng)
     if isinstance(value, tuple):
-        return tuple(_resolve(v, rng) for v in value)
+        return tuple(resolve(v, rng) for v in value)
     if isinstance(value, list):
-        return [_resolve(v, rng) for v in value]
+        return [resolve(v, rng) for v in value]
     if isinstance(value, Mapping):
-        return {k: _resolve(v, rng) for k, v in value.items()}
+        return {k: resolve(v, rng) for k, v in value.items()}
     return value

@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hippo_dask.errors import InvalidSpaceError, TrialFailedError
-from hippo_dask.seq import SequenceTemplate
-from hippo_dask.seq._base import Sampleable
+from hippo_dask.seq import Sampleable, SequenceTemplate
 from hippo_dask.space import GridSpace, RandomSpace, _Choice, _RandInt, _Uniform
 from hippo_dask.trial import Trial
 from hippo_dask.tuners._base import Tuner, wait_all

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hippo_dask.errors import InvalidSpaceError, TrialFailedError
-from hippo_dask.seq import Constant, Piecewise, Sequence
-from hippo_dask.seq._base import _resolve
+from hippo_dask.seq import Constant, Piecewise, Sequence, resolve
 from hippo_dask.space import GridSpace, RandomSpace
 from hippo_dask.trial import Trial
 from hippo_dask.tuners._base import Tuner, wait_all
@@ -268,7 +267,7 @@ class PBT(Tuner):
         drawn: Any = None
         if isinstance(self.space, RandomSpace):
             if name in self.space.axes:
-                drawn = _resolve(self.space.axes[name], self._rng)
+                drawn = resolve(self.space.axes[name], self._rng)
         elif isinstance(self.space, GridSpace):
             options = self.space.axes.get(name, ())
             if options:

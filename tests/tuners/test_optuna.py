@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 import hippo_dask as hd
 from hippo_dask import seq
-from hippo_dask.seq._base import Sampleable
+from hippo_dask.seq import Sampleable
 from hippo_dask.testing.simulated import SimulatedTrainer
 from hippo_dask.tuners._optuna import Optuna
 from tests.helpers import executed, make_client
