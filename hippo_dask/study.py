@@ -201,8 +201,7 @@ class Study:
     def client(self) -> distributed.Client:
         """The Dask client (the embedded cluster's, started on first use)."""
         if self._client is None:
-            from hippo_dask.cluster import local
-            from hippo_dask.cluster._local import close_in_background
+            from hippo_dask.cluster import close_in_background, local
 
             self._client = local()
             # A study dropped without close() stops its cluster from the garbage collector,

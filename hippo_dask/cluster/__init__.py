@@ -14,6 +14,10 @@ scheduler, workers and client on mutual TLS. Both keep the Dask dashboard on 127
 """
 
 from hippo_dask.cluster._local import ClusterClient, cuda_devices, local
+
+# For hippo_dask.study, not the user-facing API below: stop a client and its cluster off the
+# calling thread (a study dropped without close() does it from the garbage collector).
+from hippo_dask.cluster._local import close_in_background as close_in_background
 from hippo_dask.cluster._slurm import slurm
 
 __all__ = ["ClusterClient", "cuda_devices", "local", "slurm"]
