@@ -27,7 +27,7 @@ from dask.utils import parse_timedelta
 from dask_jobqueue.slurm import SLURMCluster, SLURMJob
 from distributed.core import Status
 
-from hippo_dask.cluster._slurm import sbatch_problem, worker_job
+from hippo_dask.cluster._jobs import sbatch_problem, worker_job
 
 __all__ = ["HippoSLURMCluster", "HippoSLURMJob"]
 

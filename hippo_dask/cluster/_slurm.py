@@ -35,6 +35,7 @@ from dask.utils import parse_timedelta
 from distributed.deploy.adaptive import Adaptive
 
 from hippo_dask._constants import DEMAND_KEY
+from hippo_dask.cluster._jobs import sbatch_problem, worker_job
 from hippo_dask.cluster._local import LOOPBACK, ClusterClient
 from hippo_dask.errors import ClusterStartError, HippoError
 
@@ -45,10 +46,8 @@ __all__ = [
     "StageDemandAdaptive",
     "demand_total",
     "lifetime_for",
-    "sbatch_problem",
     "slurm",
     "slurm_seconds",
-    "worker_job",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,13 +56,6 @@ logger = logging.getLogger(__name__)
 DEMAND_TTL = 60.0
 #: Seconds :func:`slurm` waits for ``sbatch`` to accept or refuse the first jobs.
 SUBMIT_TIMEOUT = 300.0
-_NAME = re.compile(r"^(\d+)-(\d+)$")
-
-
-def worker_job(name: object) -> tuple[str, int] | None:
-    """``("1234", 1)`` for a worker named ``"1234-1"`` (SLURM job 1234, its second worker)."""
-    match = _NAME.match(str(name))
-    return None if match is None else (match.group(1), int(match.group(2)))
 
 
 def job_of_worker(ws: Any) -> str:
@@ -157,15 +149,6 @@ def _check_count(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise HippoError(f"cluster.slurm: `{name}` must be an int >= {low}, got {value!r}")
     return value
-
-
-def sbatch_problem(exc: BaseException) -> str:
-    """What ``sbatch`` said when it refused a job (its stderr), from dask-jobqueue's error."""
-    text = str(exc)
-    if "stderr:" in text:
-        text = text.split("stderr:", 1)[1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " / ".join(lines) or f"{type(exc).__name__}: {exc}"
 
 
 #: (what sbatch's message mentions, what to change), first match wins.

@@ -25,7 +25,7 @@ import pytest
 
 import hippo_dask as hd
 from hippo_dask import seq
-from hippo_dask.cluster._slurm import worker_job
+from hippo_dask.cluster._jobs import worker_job
 from hippo_dask.testing.simulated import SimulatedTrainer, read_log
 from tests.helpers import executed, standalone, until
 

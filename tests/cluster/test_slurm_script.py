@@ -23,15 +23,14 @@ import pytest
 
 import hippo_dask as hd
 from hippo_dask.cluster._jobqueue import HippoSLURMCluster
+from hippo_dask.cluster._jobs import sbatch_problem, worker_job
 from hippo_dask.cluster._slurm import (
     _fix_for,
     _gpu_resource,
     demand_total,
     job_of_worker,
     lifetime_for,
-    sbatch_problem,
     slurm_seconds,
-    worker_job,
 )
 from tests.security.test_listen import listening, open_ones
 
