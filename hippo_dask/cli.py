@@ -22,9 +22,8 @@ import traceback
 from collections.abc import Sequence
 
 from hippo_dask._redact import mask_url
-from hippo_dask.plan import SearchPlan
+from hippo_dask.plan import SearchPlan, build_stage_tree
 from hippo_dask.space import GridSpace, RandomSpace
-from hippo_dask.stages import build_stage_tree
 from hippo_dask.trial import Trial
 
 __all__ = ["main"]

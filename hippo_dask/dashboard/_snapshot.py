@@ -44,11 +44,11 @@ from hippo_dask.dashboard._flight import QUEUED, RUNNING, has_submissions, stage
 from hippo_dask.plan import (
     Node,
     SearchPlan,
+    StageTree,
     mean_seconds_per_step,
     saved_fraction,
     trial_by_trial_seconds,
 )
-from hippo_dask.stages import StageTree
 from hippo_dask.trial import Trial
 
 __all__ = [

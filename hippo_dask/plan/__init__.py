@@ -10,6 +10,7 @@ from hippo_dask.plan._savings import (
     saved_fraction,
     trial_by_trial_seconds,
 )
+from hippo_dask.plan._stages import Stage, StageTree, build_stage_tree
 from hippo_dask.plan._trie import Node
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "Request",
     "RequestTally",
     "SearchPlan",
+    "Stage",
+    "StageTree",
+    "build_stage_tree",
     "mean_seconds_per_step",
     "merge_rate",
     "saved_fraction",

@@ -3,7 +3,7 @@
 A plan is the persistent side of Hippo's design (section 3.2): a prefix tree of configurations
 (:mod:`hippo_dask.plan._trie`) whose nodes carry checkpoints, metrics, profiles and pending
 requests. It only grows. Stage trees are derived from it on demand
-(:func:`hippo_dask.stages.build_stage_tree`).
+(:func:`hippo_dask.plan.build_stage_tree`).
 
 In memory by default; :meth:`SearchPlan.open` backs it with a journal on any fsspec URL, and
 reopening replays the journal into an identical plan. The journal names states by a trial that
@@ -67,8 +67,8 @@ from hippo_dask.plan._records import (
 )
 from hippo_dask.plan._request import PlanStats, Request
 from hippo_dask.plan._savings import merge_rate
+from hippo_dask.plan._stages import StageTree, build_stage_tree
 from hippo_dask.plan._trie import Node, Trie
-from hippo_dask.stages import StageTree, build_stage_tree
 from hippo_dask.trial import Trial
 
 __all__ = ["PlanStats", "Request", "SearchPlan"]
@@ -573,7 +573,7 @@ class SearchPlan:
         exclude: Iterable[tuple[Node, int]] = (),
         requests: Iterable[tuple[Node, int]] | None = None,
     ) -> StageTree:
-        """The stages that answer pending requests (Algorithm 1); see :mod:`hippo_dask.stages`.
+        """The stages that answer pending requests (Algorithm 1); see :mod:`hippo_dask.plan._stages`.
 
         ``requests`` limits the tree to those ``(node, steps)`` (default: every pending
         request); ``running`` are stages in flight (token to ``(node, start, stop)``), whose

@@ -2,7 +2,7 @@
 
 A node's profile (measured training seconds per step, reported at the end of each stage) drives
 two decisions before the node has run at all: the critical path (steps x seconds per step,
-:mod:`hippo_dask.stages`) and how often a long stage saves an interval checkpoint
+:mod:`hippo_dask.plan._stages`) and how often a long stage saves an interval checkpoint
 (``hippo.checkpoint-interval`` seconds of training, in steps). A fixed 1.0 s per step was
 wrong in both by the ratio of the real step time to one second: a new root of the tree looked
 a hundred times shorter than its profiled neighbours (epochs of 100 s), and its first stage,
