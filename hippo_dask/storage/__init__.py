@@ -10,6 +10,8 @@ per writing process, readable by other processes while a study runs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from hippo_dask.storage._checkpoints import (
     FORMAT_VERSION,
     MAGIC,
@@ -19,6 +21,12 @@ from hippo_dask.storage._checkpoints import (
 from hippo_dask.storage._gc import GarbageReport, collect_garbage
 from hippo_dask.storage._metrics import MetricRow, MetricsStore, StageRecord, new_writer_id
 from hippo_dask.storage._study_store import StudyCheckpointStore
+
+if TYPE_CHECKING:
+    from hippo_dask.storage._state_file import SAFE_GLOBALS as SAFE_GLOBALS
+    from hippo_dask.storage._state_file import load_state as load_state
+    from hippo_dask.storage._state_file import safe_globals as safe_globals
+    from hippo_dask.storage._state_file import save_state as save_state
 
 __all__ = [
     "FORMAT_VERSION",
@@ -33,3 +41,17 @@ __all__ = [
     "collect_garbage",
     "new_writer_id",
 ]
+
+# The state file format (the payload of every checkpoint) needs torch; these names import it on
+# first use, so importing storage does not. Users reach them as hippo_dask.torch's.
+_STATE_FILE: frozenset[str] = frozenset(
+    {"SAFE_GLOBALS", "load_state", "safe_globals", "save_state"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STATE_FILE:
+        from hippo_dask.storage import _state_file
+
+        return getattr(_state_file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

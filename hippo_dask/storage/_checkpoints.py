@@ -170,7 +170,7 @@ class FsspecCheckpointStore(CheckpointStore):
             If the file cannot be written.
         """
         path = self._path(name)
-        from hippo_dask.torch import save_state
+        from hippo_dask.storage._state_file import save_state
 
         buffer = io.BytesIO()
         save_state(state, buffer)
@@ -196,7 +196,7 @@ class FsspecCheckpointStore(CheckpointStore):
         data = self._storage_call(
             lambda: self.fs.cat_file(path), f"cannot read checkpoint {uri}", missing=uri
         )
-        from hippo_dask.torch import load_state
+        from hippo_dask.storage._state_file import load_state
 
         return load_state(io.BytesIO(decode(bytes(data), uri)), name=uri)
 
