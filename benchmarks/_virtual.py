@@ -8,31 +8,21 @@ seconds per step (plus fixed costs per start, checkpoint and evaluation), and it
 from a synthetic learning curve. Nothing sleeps; a study of hundreds of GPU-hours runs in
 seconds.
 
-What is mirrored from the driver (``Driver._schedule`` / ``_place`` / ``_queue_behind`` /
-``_withdraw_for_idle``):
+What it shares with the driver: the placement policy itself. Every decision calls the
+functions :class:`hippo_dask.execution.Driver` calls (``hippo_dask.execution._placement``:
+``withdrawals``, ``cover``, ``place``) on the same :class:`~hippo_dask.execution._flights.Flights`
+bookkeeping, and carries out the actions they return in virtual time:
 
 - every decision starts from ``plan.stage_tree(running=..., exclude=..., requests=...)`` over
   the requests somebody waits for, with every submitted, unreported stage as a source;
-- a request that a submitted stage passes is added to that stage as a point (evaluate and
-  save), and so is a branch point another stage will start from; a point added after the
-  stage passed it is *missed*, as on a real worker, and the driver plans around it (counted
-  once per stage and step, however often it is asked for again);
-- chains come from :meth:`~hippo_dask.StageTree.paths` (critical path first); a chain whose head
-  waits for a stage of another chain is not started; a chain continuing exactly where a
-  worker's last queued stage ends is queued on that worker and continues in memory; any other
-  chain goes to the first idle worker, or, with none idle, is queued behind the least loaded
-  worker that runs a single chain (as in the driver, only while none of that chain's stages
-  has reported);
-- while a worker is idle, every chain queued behind a busy worker that has not started, with
-  at least ``hippo.withdraw-after`` estimated seconds (steps times ``Node.profile()``, less
-  what the running stage has done) ahead of it, is taken back before the decision and planned
-  with the rest (``Driver._withdraw_for_idle``; the driver places once the workers answered);
-- every stage end is saved; long stages also save every ``hippo.checkpoint-interval`` seconds
-  of training at the stage's :meth:`Node.profile <hippo_dask.plan.Node.profile>` (the call the
-  driver's ``_points`` makes, so both follow the library: measured, else the nearest measured
-  ancestor, else the median of measured nodes with the same fixed values, else of the plan;
-  a flat 1.0 s before 2026-12, which left a new root's first stage without interval
-  checkpoints); a finished stage reports its points, its measured seconds per step (the
+- an ``AddPoint`` (a request a flight passes, a branch point inside it) makes the stage stop
+  there; a point added after the stage passed it is *missed*, as on a real worker, and the
+  policy plans around it (counted once per stage and step, however often it is asked for again);
+- a ``Withdraw`` is granted at once (a chain the policy asks back has not started), before this
+  decision's placement, as the driver places once the workers answered;
+- a ``Submit`` queues its chain on its worker; where a stage stops is the driver's
+  ``stage_points`` (every end saved, long stages also every ``hippo.checkpoint-interval``
+  profiled seconds); a finished stage reports its points, its measured seconds per step (the
   profile that drives the next critical paths) and its trained steps.
 
 What is not modelled: Dask and driver latencies (reports and decisions take no virtual time;
@@ -58,14 +48,27 @@ import heapq
 import itertools
 import selectors
 from collections.abc import Callable, Coroutine, Hashable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import dask.config
 
 import hippo_dask as hd
-from hippo_dask.plan import Node
-from hippo_dask.study import ISOLATE_KEY  # what Study(sharing=False) adds to every trial
+from hippo_dask.execution._flights import Flight, Flights
+from hippo_dask.execution._placement import (
+    AddPoint,
+    Submit,
+    Workers,
+    cover,
+    place,
+    withdrawals,
+)
+from hippo_dask.execution._spec import Point
+from hippo_dask.execution._submission import stage_points
+from hippo_dask.plan import Node, SearchPlan, Stage, StageTree
+from hippo_dask.study import (
+    ISOLATE_KEY,  # what Study(sharing=False) adds to every trial
+)
 
 __all__ = ["Costs", "SimulationStalled", "Snapshot", "VirtualLoop", "VirtualStudy", "run_virtual", "strip"]
 
@@ -142,33 +145,23 @@ def strip(trial: hd.Trial) -> hd.Trial:
 
 @dataclass(eq=False)
 class _Job:
-    """A submitted stage: queued on or running on ``worker``, not reported yet."""
+    """How a flight runs in virtual time (its placement state is its :class:`Flight`)."""
 
-    key: int
-    node: Node
-    start: int
-    stop: int
-    worker: _Worker
+    flight: Flight
     memory: bool  # continues from the state its worker holds in memory
-    lookahead: bool  # queued behind another chain on its worker, for order alone
-    points: dict[int, list[bool]]  # step -> [evaluate, checkpoint]
-    chain: list[_Job] = field(default_factory=list)
     train_seconds: float = 0.0
-    began: float | None = None
     end: float | None = None
 
     def reach(self, step: int, seconds: Seconds, costs: Costs) -> float:
         """Virtual time at which this running job has trained up to ``step``."""
-        assert self.began is not None
+        began = self.flight.began
+        assert began is not None
         fixed = 0.0 if self.memory else costs.start
-        return self.began + fixed + seconds(self.node.owner, self.start, step)
+        return began + fixed + seconds(self.flight.node.owner, self.flight.start, step)
 
 
-@dataclass(eq=False)
-class _Worker:
-    index: int
-    queue: list[_Job] = field(default_factory=list)
-    busy: float = 0.0
+#: What a simulated stage saves under (the name is never read).
+_SAVED = "sim"
 
 
 @dataclass
@@ -224,8 +217,9 @@ class VirtualStudy:
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
-        self.plan = hd.SearchPlan()
-        self.workers = [_Worker(i) for i in range(workers)]
+        self.plan = SearchPlan()
+        self.workers = [f"w{i:04d}" for i in range(workers)]  # names sort as numbers do
+        self.busy = dict.fromkeys(self.workers, 0.0)  # worker -> seconds it ran stages
         self.metrics_of = metrics
         self.seconds_of = seconds
         self.costs = costs
@@ -238,9 +232,10 @@ class VirtualStudy:
         self.missed_points = 0
         self._missed: set[tuple[int, int]] = set()  # (job key, step) already counted
         self.requests: list[tuple[str, int]] = []  # (user trial id, steps), in request order
-        self._jobs: dict[int, _Job] = {}
+        self.flights = Flights()
+        self._jobs: dict[str, _Job] = {}
         self._keys = itertools.count()
-        self._events: list[tuple[float, int, _Job]] = []  # (end, key, job)
+        self._events: list[tuple[float, int, _Job]] = []  # (end, submission order, job)
         self._waiters: dict[tuple[Node, int], list[asyncio.Future[dict[str, float]]]] = {}
         self._posted = False
         self._seconds_cache: dict[tuple[str, int, int], float] = {}
@@ -271,7 +266,7 @@ class VirtualStudy:
         stats = self.plan.stats()
         return Snapshot(
             time=self.now,
-            worker_seconds=sum(w.busy for w in self.workers),
+            worker_seconds=sum(self.busy.values()),
             executed_steps=self.executed_steps,
             stages=self.stages,
             missed_points=self.missed_points,
@@ -312,129 +307,75 @@ class VirtualStudy:
         if self._waiters or self._events:
             self._post()
 
-    # -- scheduling (mirrors Driver._schedule) ---------------------------------------------------
-
-    def _withdraw_for_idle(self) -> bool:
-        """``Driver._withdraw_for_idle``: while a worker is idle, every chain queued behind a
-        busy worker that has not started and has at least ``withdraw_after`` estimated seconds
-        of work ahead of it is taken back and planned again (before this decision's placement,
-        as the driver places once the workers answered)."""
-        if not any(not w.queue for w in self.workers):
-            return False
-        taken = False
-        for worker in self.workers:
-            ahead = 0.0
-            for i, job in enumerate(worker.queue):
-                if job.lookahead and job.began is None and ahead >= self.withdraw_after:
-                    for gone in worker.queue[i:]:
-                        del self._jobs[gone.key]
-                    del worker.queue[i:]
-                    taken = True
-                    break
-                estimate = (job.stop - job.start) * job.node.profile()
-                if job.began is not None:
-                    estimate = max(0.0, job.began + estimate - self.now)
-                ahead += estimate
-        return taken
+    # -- scheduling (the driver's policy, carried out in virtual time) ---------------------------
 
     def _schedule(self) -> None:
+        workers = Workers(alive=self.workers)
         if self.withdraw_after is not None:
-            self._withdraw_for_idle()
+            withdraw = withdrawals(self.flights, workers, self.now, self.withdraw_after)
+            if withdraw is not None:  # granted: what the policy asks back has not started
+                for worker, keys in withdraw.asks.items():
+                    for gone in self.flights.take_back(worker, keys[0]):
+                        del self._jobs[gone.key]
         wanted = [key for key, fs in self._waiters.items() if fs and key[1] not in key[0].metrics]
-        covered = self._cover_with_running(wanted)
+        points, covered = cover(wanted, self.flights)
+        for action in points:
+            self._add_point(action)
         running: dict[Hashable, tuple[Node, int, int]] = {
-            key: (j.node, j.start, j.stop) for key, j in self._jobs.items()
+            f.key: (f.node, f.start, f.stop) for f in self.flights
         }
         tree = self.plan.stage_tree(running=running, exclude=covered, requests=wanted)
         if len(tree):
             self._place(tree)
 
-    def _cover_with_running(self, wanted: list[tuple[Node, int]]) -> set[tuple[Node, int]]:
-        by_node: dict[Node, list[_Job]] = {}
-        for job in self._jobs.values():
-            by_node.setdefault(job.node, []).append(job)
-        covered = set()
-        for node, step in wanted:
-            for job in by_node.get(node, ()):
-                if job.start < step <= job.stop:
-                    self._add_point(job, step, evaluate=True)
-                    covered.add((node, step))
-                    break
-        return covered
+    def _place(self, tree: StageTree) -> None:
+        actions, _ = place(tree, self.flights, Workers(alive=self.workers))
+        for action in actions:
+            if isinstance(action, Submit):
+                self._submit(action)
+            else:
+                self._add_point(action)
 
-    def _add_point(self, job: _Job, step: int, *, evaluate: bool) -> None:
-        old = job.points.get(step)
-        if old is not None and (old[0] or not evaluate):
+    def _add_point(self, action: AddPoint) -> None:
+        job = self._jobs[action.key]
+        flight, step, evaluate = job.flight, action.step, action.evaluate
+        old = flight.points.get(step)
+        if old is not None and (old.evaluate or not evaluate):
             return  # already stops there for that
-        if job.began is not None and job.reach(step, self.seconds_of, self.costs) <= self.now:
-            if (job.key, step) not in self._missed:  # the worker is past it: planned around
-                self._missed.add((job.key, step))
+        if flight.began is not None and job.reach(step, self.seconds_of, self.costs) <= self.now:
+            if (flight.key, step) not in self._missed:  # the worker is past it: planned around
+                self._missed.add((flight.key, step))
                 self.missed_points += 1
             return
         extra = (self.costs.evaluate if evaluate else 0.0) + (self.costs.save if old is None else 0.0)
-        job.points[step] = [evaluate, True]
-        if job.began is not None and extra:
+        self.flights.add_points(flight.key, [Point(step, evaluate, _SAVED)])
+        if flight.began is not None and extra:
             assert job.end is not None
             job.end += extra
-            heapq.heappush(self._events, (job.end, job.key, job))
+            heapq.heappush(self._events, (job.end, int(flight.key), job))
 
-    def _place(self, tree: hd.StageTree) -> None:
-        for stage in tree.stages:  # Driver._ask_running_for_branch_points
-            if stage.after is not None:
-                token, step = cast("tuple[int, int]", stage.after)
-                job = self._jobs.get(token)
-                if job is not None:
-                    self._add_point(job, step, evaluate=False)
-        idle = [w for w in self.workers if not w.queue]
-        for chain in tree.paths():
-            head = chain[0]
-            if head.parent is not None:
-                continue  # waits for a stage of another chain
-            if head.after is not None:
-                token, step = cast("tuple[int, int]", head.after)
-                source = self._jobs.get(token)
-                if source is None or step != source.stop or source.worker.queue[-1] is not source:
-                    continue  # a mid-stage state, or its worker has more queued: wait
-                self._submit(chain, source.worker, continues=True)
-                continue
-            if idle:
-                self._submit(chain, idle.pop(0), continues=False)
-            else:
-                self._queue_behind(chain)
-
-    def _queue_behind(self, chain: list[hd.Stage]) -> None:
-        candidates = []
-        for worker in self.workers:
-            queue = worker.queue
-            if queue and queue[-1].chain == queue:
-                left = sum(j.stop - j.start for j in queue)
-                candidates.append((left, worker.index, worker))
-        if candidates:
-            self._submit(chain, min(candidates, key=lambda c: c[:2])[2], continues=False)
-
-    def _points(self, stage: hd.Stage) -> dict[int, list[bool]]:
-        points = {stage.stop: [stage.evaluate, True]}
+    def _points(self, stage: Stage) -> dict[int, Point]:
         if self.checkpoint_interval:
-            every = max(1, int(self.checkpoint_interval / max(stage.node.profile(), 1e-9)))
-            for step in range((stage.start // every + 1) * every, stage.stop, every):
-                points[step] = [False, True]
-        return points
+            stops = stage_points(stage, self.checkpoint_interval)
+        else:
+            stops = {stage.stop: (stage.evaluate, True)}
+        return {step: Point(step, evaluate, _SAVED if save else None)
+                for step, (evaluate, save) in stops.items()}
 
-    def _submit(self, chain: list[hd.Stage], worker: _Worker, *, continues: bool) -> None:
-        jobs = []
-        for i, stage in enumerate(chain):
-            memory = stage.parent is not None if i else continues
-            lookahead = not i and not continues and bool(worker.queue)
-            job = _Job(next(self._keys), stage.node, stage.start, stage.stop, worker, memory,
-                       lookahead, self._points(stage))
-            jobs.append(job)
-            self._jobs[job.key] = job
-        for job in jobs:
-            job.chain = jobs
-        start_now = not worker.queue
-        worker.queue.extend(jobs)
+    def _submit(self, action: Submit) -> None:
+        worker = action.worker
+        start_now = not self.flights.busy(worker)
+        flights: list[Flight] = []
+        for i, stage in enumerate(action.chain):
+            memory = stage.parent is not None if i else action.continues is not None
+            flight = Flight(str(next(self._keys)), stage.node, stage.start, stage.stop, worker,
+                            self._points(stage), lookahead=not i and action.behind,
+                            began=self.now if start_now and not i else None)
+            self._jobs[flight.key] = _Job(flight, memory)
+            flights.append(flight)
+        self.flights.add_chain(worker, flights)
         if start_now:
-            self._begin(jobs[0])
+            self._begin(self._jobs[flights[0].key])
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -446,20 +387,22 @@ class VirtualStudy:
         return found
 
     def _begin(self, job: _Job) -> None:
-        job.began = self.now
-        job.train_seconds = self._seconds(job.node.owner, job.start, job.stop)
+        flight = job.flight
+        flight.began = self.now
+        job.train_seconds = self._seconds(flight.node.owner, flight.start, flight.stop)
         c = self.costs
         fixed = (0.0 if job.memory else c.start) + sum(
-            (c.save if ckpt else 0.0) + (c.evaluate if ev else 0.0) for ev, ckpt in job.points.values()
+            (c.save if p.checkpoint else 0.0) + (c.evaluate if p.evaluate else 0.0)
+            for p in flight.points.values()
         )
         job.end = self.now + fixed + job.train_seconds
-        heapq.heappush(self._events, (job.end, job.key, job))
+        heapq.heappush(self._events, (job.end, int(flight.key), job))
 
     def _advance(self) -> None:
         """Move the clock to the next stage end(s) and record their reports."""
         while self._events:
-            end, key, job = self._events[0]
-            if job.key not in self._jobs or end != job.end:
+            end, _, job = self._events[0]
+            if job.flight.key not in self._jobs or end != job.end:
                 heapq.heappop(self._events)  # stale entry (the job's end moved)
                 continue
             break
@@ -467,12 +410,12 @@ class VirtualStudy:
             return
         dt = self._events[0][0] - self.now
         self._area[0] += dt * sum(1 for fs in self._waiters.values() for f in fs if not f.done())
-        self._area[1] += dt * sum(1 for w in self.workers if w.queue)
-        self._area[2] += dt * len({id(j.chain) for j in self._jobs.values()})
+        self._area[1] += dt * sum(1 for w in self.workers if self.flights.busy(w))
+        self._area[2] += dt * len({tuple(f.chain) for f in self.flights})
         self.now = self._events[0][0]
         while self._events and self._events[0][0] == self.now:
-            end, key, job = heapq.heappop(self._events)
-            if job.key in self._jobs and end == job.end:
+            end, _, job = heapq.heappop(self._events)
+            if job.flight.key in self._jobs and end == job.end:
                 self._report(job)
         for node, step in [k for k in self._waiters if k[1] in k[0].metrics]:
             for future in self._waiters.pop((node, step)):
@@ -480,25 +423,29 @@ class VirtualStudy:
                     future.set_result(dict(node.metrics[step]))
 
     def _report(self, job: _Job) -> None:
-        assert job.began is not None and job.end is not None
-        del self._jobs[job.key]
-        worker = job.worker
-        assert worker.queue[0] is job
-        worker.queue.pop(0)
-        worker.busy += job.end - job.began
+        flight = job.flight
+        assert flight.began is not None and job.end is not None
+        del self._jobs[flight.key]
+        worker = flight.worker
+        assert self.flights.queue(worker)[0] is flight
+        self.flights.landed(flight.key)
+        self.busy[worker] += job.end - flight.began
         plan = self.plan
-        owner = self._user.get(job.node.owner.id)
+        node = flight.node
+        owner = self._user.get(node.owner.id)
         if owner is None:
-            owner = self._user[job.node.owner.id] = strip(job.node.owner)
-        for step in sorted(job.points):
-            evaluate, checkpoint = job.points[step]
-            if checkpoint:
-                plan.record_checkpoint(job.node, step, f"sim://{job.node.owner.id[:12]}/{step}")
-            if evaluate:
-                plan.record_metrics(job.node, step, self.metrics_of(owner, step))
-        if job.stop > job.start:
-            plan.record_profile(job.node, job.train_seconds / (job.stop - job.start))
-        self.executed_steps += job.stop - job.start
+            owner = self._user[node.owner.id] = strip(node.owner)
+        for step in sorted(flight.points):
+            point = flight.points[step]
+            if point.checkpoint is not None:
+                plan.record_checkpoint(node, step, f"sim://{node.owner.id[:12]}/{step}")
+            if point.evaluate:
+                plan.record_metrics(node, step, self.metrics_of(owner, step))
+        if flight.stop > flight.start:
+            plan.record_profile(node, job.train_seconds / (flight.stop - flight.start))
+        self.executed_steps += flight.stop - flight.start
         self.stages += 1
-        if worker.queue:
-            self._begin(worker.queue[0])
+        self.flights.settle(self.now)  # the next stage on the worker starts now
+        queue = self.flights.queue(worker)
+        if queue:
+            self._begin(self._jobs[queue[0].key])

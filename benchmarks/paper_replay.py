@@ -69,7 +69,7 @@ if __package__ in (None, ""):
 
 import hippo_dask as hd  # noqa: E402
 from hippo_dask import seq  # noqa: E402
-from hippo_dask.plan import PlanStats, SearchPlan
+from hippo_dask.plan import PlanStats, SearchPlan, Stage
 
 from benchmarks._virtual import WITHDRAW_AFTER, Costs, Snapshot, VirtualStudy, run_virtual  # noqa: E402
 
@@ -286,7 +286,7 @@ def list_schedule(trials: Sequence[hd.Trial], steps: int, seconds: Callable[[hd.
     order = {id(s): i for i, s in enumerate(tree.stages)}
     ready = [(-tail[id(s)], order[id(s)], s) for s in tree.roots]
     heapq.heapify(ready)
-    running: list[tuple[float, int, hd.Stage]] = []
+    running: list[tuple[float, int, Stage]] = []
     now, free = 0.0, workers
     while ready or running:
         while free and ready:

@@ -40,7 +40,7 @@ import numpy as np
 
 import hippo_dask as hd
 from hippo_dask import seq
-from hippo_dask.plan import Request, SearchPlan
+from hippo_dask.plan import Request, SearchPlan, Stage, StageTree
 
 GOAL_TRIALS = 10_000
 GOAL_SECONDS = 2.0
@@ -131,7 +131,7 @@ def _rss_mb() -> float:
 
 def plan_and_tree(
     plan: SearchPlan, trials: list[hd.Trial], steps: int
-) -> tuple[float, float, float, list[Request], hd.StageTree, list[hd.Stage]]:
+) -> tuple[float, float, float, list[Request], StageTree, list[Stage]]:
     """What is timed: ``add`` every trial (keeping the request handles, as a tuner does), then
     the stage tree and its critical path. Returns wall seconds of both, CPU seconds of all."""
     cpu = time.process_time()

@@ -56,6 +56,7 @@ from typing import Any
 
 import hippo_dask as hd
 from hippo_dask import seq
+from hippo_dask.plan import SearchPlan, Stage, StageTree
 from hippo_dask.testing.simulated import SimulatedTrainer
 
 GOAL_RATIO = 1.15
@@ -144,11 +145,11 @@ class Shape:
     nodes: int
     stages: int
     critical_path: int
-    tree: hd.StageTree = field(repr=False)
+    tree: StageTree = field(repr=False)
 
 
 def shape_of(trials: list[hd.Trial], steps: int, *, sharing: bool) -> Shape:
-    plan = hd.SearchPlan()
+    plan = SearchPlan()
     for trial in trials:
         # Without sharing every trial is its own root, as Study isolates it.
         plan.add(trial if sharing else hd.Trial(**trial.config, _hippo_isolate=trial.id), steps)
@@ -159,12 +160,12 @@ def shape_of(trials: list[hd.Trial], steps: int, *, sharing: bool) -> Shape:
                  stats.merge_rate, stats.nodes, len(tree), sum(s.steps for s in path), tree)
 
 
-def list_schedule(tree: hd.StageTree, workers: int) -> float:
+def list_schedule(tree: StageTree, workers: int) -> float:
     """Makespan (steps) of critical-path list scheduling of ``tree`` on ``workers``, no overhead."""
     index = {id(s): i for i, s in enumerate(tree.stages)}
     ready = [(-tree.remaining(s), index[id(s)], s) for s in tree.roots]
     heapq.heapify(ready)
-    running: list[tuple[float, int, hd.Stage]] = []
+    running: list[tuple[float, int, Stage]] = []
     now, free = 0.0, workers
     while ready or running:
         while free and ready:
@@ -202,53 +203,55 @@ class Trace:
         return wrapper
 
 
+def _timed_async(trace: Trace, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    bucket = trace.timers.setdefault(name, [])
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            bucket.append(time.perf_counter() - began)
+
+    return wrapper
+
+
 def instrument(driver: Any, trace: Trace) -> None:
-    """Wrap the driver's methods on this instance only: timings and per-stage timestamps."""
+    """Wrap the driver's parts on this instance only: timings and per-stage timestamps."""
     if getattr(driver, "_sim_trace", None) is trace:
         return
     driver._sim_trace = trace
     driver.on_report.append(trace.reports.append)
+    submission = driver.submission
 
-    done = driver._done
+    done = submission.on_done  # what a finished future calls on the driver's loop
 
     def on_done(key: str, payload: Any) -> None:
         trace.received.setdefault(key, time.time())
         done(key, payload)
 
-    driver._done = trace.timed("report handling (_done)", on_done)
+    submission.on_done = trace.timed("report handling (_done)", on_done)
 
-    submit = driver._submit
+    submit = submission.submit
 
-    def on_submit(chain: list[Any], worker: str, tree: Any, after: Any = None) -> None:
+    def on_submit(action: Any, tree: Any) -> None:
         now = time.time()
-        submit(chain, worker, tree, after=after)
-        for key in driver._queued.get(worker, [])[-len(chain):]:
-            trace.submitted.setdefault(key, now)
-            driver._running[key].future.add_done_callback(
-                lambda _, key=key: trace.seen.setdefault(key, time.time()))
+        submit(action, tree)
+        for flight in driver.flights.queue(action.worker)[-len(action.chain):]:
+            trace.submitted.setdefault(flight.key, now)
+            flight.future.add_done_callback(
+                lambda _, key=flight.key: trace.seen.setdefault(key, time.time()))
 
-    driver._submit = trace.timed("submit a chain (_submit)", on_submit)
-    driver._schedule_now = trace.timed("schedule (_schedule_now)", driver._schedule_now)
-    driver._workers = trace.timed("scheduler_info RPC (_workers)", driver._workers)
+    submission.submit = trace.timed("submit a chain (_submit)", on_submit)
+    driver._schedule = _timed_async(trace, "schedule pass (_schedule)", driver._schedule)
+    driver.dask.workers = _timed_async(trace, "scheduler identity RPC (workers)", driver.dask.workers)
     driver.plan.flush = trace.timed("journal flush (plan.flush)", driver.plan.flush)
     driver.plan.stage_tree = trace.timed("stage tree (plan.stage_tree)", driver.plan.stage_tree)
-    if driver.metrics is not None:
-        driver.metrics.append = trace.timed("zarr metrics append", driver.metrics.append)
+    if driver.recorder is not None:
+        metrics = driver.recorder.metrics
+        metrics.append = trace.timed("zarr metrics append", metrics.append)
         # Called in a worker thread (the driver batches its metric writes off its event loop).
-        driver.metrics.append_stages = trace.timed("zarr stages append",
-                                                   driver.metrics.append_stages)
-    queue_behind = getattr(driver, "_queue_behind", None)
-    if queue_behind is not None:
-        queued = trace.timers.setdefault("lookahead chains queued (_queue_behind)", [])
-
-        def on_queue_behind(chain: list[Any], workers: list[str], tree: Any) -> None:
-            # Timed only when it queued the chain (no busy worker with a single chain: no-op).
-            before, began = len(driver._running), time.perf_counter()
-            queue_behind(chain, workers, tree)
-            if len(driver._running) > before:
-                queued.append(time.perf_counter() - began)
-
-        driver._queue_behind = on_queue_behind
+        metrics.append_stages = trace.timed("zarr stages append", metrics.append_stages)
 
 
 class TracedStudy(hd.Study):
@@ -385,7 +388,7 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
 
 def _warm_worker() -> int:
     """Imports and a checkpoint round trip, so the first timed stage pays neither."""
-    import hippo_dask.execution._worker  # noqa: F401
+    import hippo_dask.execution  # noqa: F401
     import hippo_dask.testing.simulated  # noqa: F401
     import hippo_dask.torch  # noqa: F401
     from hippo_dask.storage import FsspecCheckpointStore
@@ -406,9 +409,9 @@ async def _tune_or_give_up(study: TracedStudy, tuner: hd.Tuner, limit: float) ->
     driver = study._driver
     state = "no driver"
     if driver is not None:
-        state = (f"running stages {len(driver._running)}, waiting requests "
-                 f"{sum(len(w) for w in driver._waiters.values())}, workers the driver sees "
-                 f"{driver._workers()}, workers the scheduler has "
+        state = (f"stages in flight {len(driver.flights)}, waiting requests "
+                 f"{driver.waiters.count()}, workers the driver lost "
+                 f"{sorted(driver.reports.dead)}, workers the scheduler has "
                  f"{sorted(study.client.sync(study.client.scheduler.identity, n_workers=-1)['workers'])}")
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -514,10 +517,10 @@ def main_table(rows: list[dict[str, Any]]) -> str:
 
 
 def driver_table(rows: list[dict[str, Any]]) -> str:
-    names = ["schedule (_schedule_now)", "scheduler_info RPC (_workers)",
+    names = ["schedule pass (_schedule)", "scheduler identity RPC (workers)",
              "stage tree (plan.stage_tree)", "submit a chain (_submit)",
              "report handling (_done)", "journal flush (plan.flush)", "zarr metrics append",
-             "zarr stages append", "lookahead chains queued (_queue_behind)"]
+             "zarr stages append"]
     names = [n for n in names if any(n in r["timers"] for r in rows)]
     head = " | ".join(f"{n}: calls, ms each, s total" for n in names)
     lines = [

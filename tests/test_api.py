@@ -12,7 +12,7 @@ USER_FACING = {
     "uniform", "seq", "tuners", "cluster", "Tuner", "wait_all", "wait_any", "Result",
     "TrialResult", "StudyStats", "HippoError", "TrialFailedError", "StorageError",
 }
-MODEL = ("Node", "PlanStats", "Request", "SearchPlan")
+MODEL = ("Node", "PlanStats", "Request", "SearchPlan", "Stage", "StageTree")
 
 
 def test_the_top_level_holds_what_users_write() -> None:

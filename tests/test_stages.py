@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hippo_dask as hd
 from hippo_dask import seq
-from hippo_dask.plan import SearchPlan
+from hippo_dask.plan import SearchPlan, StageTree
 
 
 def lr(milestones: list[int]) -> hd.Trial:
     return hd.Trial(lr=seq.StepLR(0.1, gamma=0.1, milestones=milestones))
 
 
-def spans(tree: hd.StageTree) -> list[tuple[int, int, int]]:
+def spans(tree: StageTree) -> list[tuple[int, int, int]]:
     return [(s.node.id, s.start, s.stop) for s in tree.stages]
 
 

@@ -24,14 +24,14 @@ def _value_bytes(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(values).tobytes()
 
 
-def state_digest(trial: Trial, steps: int, salt: str = "") -> str:
+def state_digest(trial: Trial, steps: int, fingerprint: str = "") -> str:
     """Hex digest of the state after ``steps`` steps of ``trial`` (``steps >= 0``).
 
-    ``salt`` separates trainers: the same schedule trained by different code is a different
-    state.
+    ``fingerprint`` (the trainer's code fingerprint) separates trainers: the same schedule
+    trained by different code is a different state.
     """
     h = hashlib.sha256()
-    h.update(salt.encode())
+    h.update(fingerprint.encode())
     h.update(b"\0")
     h.update(repr((trial.fixed_key, trial.names, trial.kinds, steps)).encode())
     for name in trial.names:

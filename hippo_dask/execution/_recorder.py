@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from hippo_dask.storage._records import SUBMITTED, MetricRow, StageRecord
-from hippo_dask.storage._retry import with_retries
+from hippo_dask._constants import SUBMITTED
+from hippo_dask.storage import MetricRow, StageRecord, with_retries
 
 if TYPE_CHECKING:
     from hippo_dask.plan import Node

@@ -1,4 +1,4 @@
-"""What the driver does with reports: record them in the plan, answer waiters, handle failures.
+"""What the driver does with reports: plan records, flight updates, answers, failures.
 
 Dask futures finish in Dask's threads; their reports are handed to the driver's loop with
 ``call_soon_threadsafe``, and all plan updates happen on that loop. A stage whose worker left is
@@ -13,18 +13,33 @@ import asyncio
 import dataclasses
 import logging
 import warnings
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from hippo_dask.errors import HippoWarning, InvalidMetricsError, StorageError, TrialFailedError
-from hippo_dask.execution._running import Running
-from hippo_dask.execution._state import DriverState
+from hippo_dask._constants import CANCELLED, DONE, FAILED, LOST, RETRIED
+from hippo_dask.errors import (
+    HippoWarning,
+    InvalidMetricsError,
+    StorageError,
+    TrialFailedError,
+)
+from hippo_dask.execution._dask import DaskCalls
+from hippo_dask.execution._flights import Flight, Flights
+from hippo_dask.execution._journaling import Journaling
 from hippo_dask.execution._spec import PointResult, StageReport
-from hippo_dask.plan import Node
-from hippo_dask.plan._trie import Trie
-from hippo_dask.storage._records import CANCELLED, DONE, FAILED, LOST, RETRIED, MetricRow
+from hippo_dask.execution._submission import Payload, Submission
+from hippo_dask.execution._waiters import Waiters
+from hippo_dask.plan import Node, SearchPlan
+from hippo_dask.storage import MetricRow
 from hippo_dask.trainer import check_metrics
 
-__all__ = ["Reports"]
+if TYPE_CHECKING:
+    from hippo_dask.execution._recorder import Recorder
+    from hippo_dask.storage import CheckpointStore
+
+__all__ = ["Reports", "RunStats"]
 
 logger = logging.getLogger("hippo_dask.execution._driver")
 
@@ -40,42 +55,93 @@ _MAX_LOSSES = 3
 _NOT_RETRIED = ("StorageError", "InvalidMetricsError")
 
 
-class Reports(DriverState):
-    """The driver's report handling (a part of :class:`~hippo_dask.execution.Driver`)."""
+@dataclass
+class RunStats:
+    """What the engine did: steps trained, stages run, worker time."""
 
-    def _done(self, key: str, payload: tuple[str, Any, str]) -> None:
-        running = self._running.pop(key, None)
-        if running is None or self._closed:
+    executed_steps: int = 0
+    stages: int = 0
+    worker_seconds: float = 0.0
+    train_seconds: float = 0.0
+    resumed_from_memory: int = 0
+    resumed_from_checkpoint: int = 0
+    started_from_scratch: int = 0
+
+
+class Reports:
+    """Turns what workers report into plan records and flight updates (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        plan: SearchPlan,
+        flights: Flights,
+        waiters: Waiters,
+        journaling: Journaling,
+        submission: Submission,
+        dask: DaskCalls,
+        store: CheckpointStore,
+        recorder: Recorder | None,
+        trainer_name: str,
+        retries: int,
+        kick: Callable[[], None],
+    ) -> None:
+        self.plan = plan
+        self.flights = flights
+        self.waiters = waiters
+        self.journaling = journaling
+        self.submission = submission
+        self.dask = dask
+        self.store = store
+        self.recorder = recorder
+        self.trainer_name = trainer_name
+        self.retries = retries
+        self.kick = kick
+        self.stats = RunStats()
+        self.on_report: list[Callable[[StageReport], None]] = []
+        #: Workers that left: the scheduler's list may lag behind.
+        self.dead: set[str] = set()
+        self._finished: OrderedDict[str, tuple[Any, StageReport]] = OrderedDict()
+        self._losses: dict[tuple[Node, int], set[str]] = {}
+        self._missing: dict[str, int] = {}  # looks in a row that did not see a worker
+        self._dead_ends: dict[tuple[Node, int], int] = {}  # trainer errors per stage end
+
+    # -- a stage's future finished ----------------------------------------------------------------
+
+    def done(self, key: str, payload: Payload) -> None:
+        """Stage ``key``'s future finished with ``payload`` (on the driver's loop)."""
+        flight = self.flights.landed(key)
+        if flight is None:
             return
         status, value, text = payload
         try:
             if status == "ok" and value.skipped:
                 # The stage it continues from failed (that failure is handled), or a driver
                 # withdrew it: planned again, it runs under a new key.
-                self._renew_key(key)
-                self._ended(running, CANCELLED, finished=value.finished)
+                self.submission.renew(key)
+                self.ended(flight, CANCELLED, finished=value.finished)
             elif status == "ok":
                 self._screen(value)
-                self._record(running, value)  # what it did before any error still counts
+                self._record(flight, value)  # what it did before any error still counts
                 if value.error is not None:
-                    again = self._trainer_raised(running, *value.error)
-                    self._ended(running, RETRIED if again else FAILED, value, error=value.error[0])
+                    again = self._trainer_raised(flight, *value.error)
+                    self.ended(flight, RETRIED if again else FAILED, value, error=value.error[0])
                 else:
-                    self._ended(running, DONE, value)
-                    self._finished[key] = (running.future, value)
+                    self.ended(flight, DONE, value)
+                    self._finished[key] = (flight.future, value)
                     while len(self._finished) > _KEEP_FINISHED:
                         self._finished.popitem(last=False)
             elif _is_cancellation(value):
-                # Nobody here cancelled it (ours are no longer running): Dask gave up on it,
+                # Nobody here cancelled it (ours are no longer in flight): Dask gave up on it,
                 # because its worker died. Plan it again, up to a limit.
-                self._queued.get(running.worker, []).clear()
-                self._count_loss(running)
+                self.flights.clear_queue(flight.worker)
+                self._count_loss(flight)
             else:
-                self._ended(running, FAILED, error=type(value).__name__)
-                self._stage_failed(running, type(value).__name__, str(value), text)
-        except Exception as exc:  # noqa: BLE001 - never leave a waiter hanging
+                self.ended(flight, FAILED, error=type(value).__name__)
+                self._stage_failed(flight, type(value).__name__, str(value), text)
+        except Exception as exc:
             logger.exception("recording stage %s failed; stopping the study", key)
-            self._fail_everyone(exc)
+            self.waiters.fail_all(exc)
             return
         self.kick()
 
@@ -85,7 +151,7 @@ class Reports(DriverState):
         dropped before anything is journaled or written, and the stage counts as failed in the
         trainer (:class:`~hippo_dask.InvalidMetricsError`, not retried); the rest of the
         report (valid metrics, checkpoints) is kept."""
-        where = f"{self.trainer_cls.__name__}.evaluate() (as reported by worker {report.worker})"
+        where = f"{self.trainer_name}.evaluate() (as reported by worker {report.worker})"
         for i, point in enumerate(report.points):
             if point.metrics is None:
                 continue
@@ -98,21 +164,21 @@ class Reports(DriverState):
             else:
                 report.points[i] = dataclasses.replace(point, metrics=metrics)
 
-    def _record(self, running: Running, report: StageReport) -> None:
+    def _record(self, flight: Flight, report: StageReport) -> None:
         plan = self.plan
         for uri, why in report.bad_checkpoints:
             self._forget(uri, why)
         rows: list[tuple[Node, PointResult, dict[str, float]]] = []
         for point in report.points:
-            node = Trie.owner_of_state(running.node, point.step)
+            node = plan.owner_of_state(flight.node, point.step)
             if point.checkpoint is not None:
                 plan.record_checkpoint(node, point.step, point.checkpoint)
             if point.metrics is not None:
                 plan.record_metrics(node, point.step, point.metrics)
                 rows.append((node, point, point.metrics))
         if report.seconds_per_step is not None:
-            plan.record_profile(running.node, report.seconds_per_step)
-        self._flush()
+            plan.record_profile(flight.node, report.seconds_per_step)
+        self.journaling.flush()
         stats = self.stats
         stats.executed_steps += report.trained_steps
         stats.stages += 1
@@ -124,8 +190,8 @@ class Reports(DriverState):
             stats.started_from_scratch += 1
         else:
             stats.resumed_from_checkpoint += 1
-        if self._recorder is not None:
-            self._recorder.metric_rows(
+        if self.recorder is not None:
+            self.recorder.metric_rows(
                 MetricRow(trial=node.owner.id, step=p.step, values=values,
                           wall_time=p.wall_time, worker=report.worker)
                 for node, p, values in rows
@@ -133,23 +199,17 @@ class Reports(DriverState):
         for callback in self.on_report:
             callback(report)
         for node, point, _ in rows:
-            self._resolve_journaled(node, point.step)
+            self.journaling.resolve(node, point.step)
 
-    def _ended(self, running: Running, status: str, report: StageReport | None = None, *,
-               finished: float | None = None, error: str = "") -> None:
+    def ended(self, flight: Flight, status: str, report: StageReport | None = None, *,
+              finished: float | None = None, error: str = "") -> None:
         """Record how a submitted stage ended, with the worker's times if it reported."""
-        if self._recorder is not None:
+        if self.recorder is not None:
             if report is not None:
-                self._recorder.ended(running, status, started=report.started,
-                                     finished=report.finished, error=error)
+                self.recorder.ended(flight, status, started=report.started,
+                                    finished=report.finished, error=error)
             else:
-                self._recorder.ended(running, status, finished=finished, error=error)
-
-    def _resolve(self, node: Node, step: int) -> None:
-        metrics = node.metrics.get(step)
-        for waiter in self._waiters.pop((node, step), []):
-            if not waiter.done() and metrics is not None:
-                waiter.set_result(dict(metrics))
+                self.recorder.ended(flight, status, finished=finished, error=error)
 
     def _forget(self, uri: str, why: str) -> None:
         for key, (_, report) in list(self._finished.items()):
@@ -166,115 +226,121 @@ class Reports(DriverState):
                         stacklevel=1,
                     )
 
-    def _trainer_raised(self, running: Running, kind: str, message: str, text: str) -> bool:
+    # -- failures ---------------------------------------------------------------------------------
+
+    def _trainer_raised(self, flight: Flight, kind: str, message: str, text: str) -> bool:
         """The trainer raised in this stage: plan it again up to ``retries`` times (returns
         ``True``), then fail its trials (``False``)."""
-        self._dead_ends.setdefault((running.node, running.stop), 0)
-        self._dead_ends[(running.node, running.stop)] += 1
-        if kind not in _NOT_RETRIED and self._dead_ends[(running.node, running.stop)] <= self.retries:
-            logger.warning("stage %s raised %s: %s; running it again", running.key, kind, message)
-            base = running.key.split("~", 1)[0]
-            self._attempts[base] = self._attempts.get(base, 0) + 1
+        end = (flight.node, flight.stop)
+        self._dead_ends[end] = self._dead_ends.get(end, 0) + 1
+        if kind not in _NOT_RETRIED and self._dead_ends[end] <= self.retries:
+            logger.warning("stage %s raised %s: %s; running it again", flight.key, kind, message)
+            self.submission.renew(flight.key)
             return True
-        self._stage_failed(running, kind, message, text)
+        self._stage_failed(flight, kind, message, text)
         return False
 
-    def _stage_failed(self, running: Running, kind: str, message: str, text: str) -> None:
+    def _stage_failed(self, flight: Flight, kind: str, message: str, text: str) -> None:
         if kind == "StorageError":
             # Storage stayed down past the limit: no trial can go on, stop the study.
-            self._fail_everyone(StorageError(f"stage {running.key} on {running.worker}: {message}"))
+            self.waiters.fail_all(StorageError(f"stage {flight.key} on {flight.worker}: {message}"))
             return
         error = TrialFailedError(
-            f"stage {running.key} failed on {running.worker}: {kind}: {message}",
-            exc_type=kind, stage=running.key, worker_traceback=text,
+            f"stage {flight.key} failed on {flight.worker}: {kind}: {message}",
+            exc_type=kind, stage=flight.key, worker_traceback=text,
         )
         logger.warning("%s", error)
-        for node, step in list(self._waiters):
-            if self._depends(node, step, running):
-                self._fail((node, step), error)
+        self.waiters.fail_needing(flight.node, flight.start, error)
 
-    @staticmethod
-    def _depends(node: Node, step: int, running: Running) -> bool:
-        """Whether the state after ``step`` along ``node``'s path needs a step the stage trains."""
-        child: Node | None = None
-        current: Node | None = node
-        while current is not None and current is not running.node:
-            child = current
-            current = current.parent
-        if current is None:
-            return False
-        reach = step if child is None else child.start
-        return reach > running.start
+    # -- workers that left ------------------------------------------------------------------------
 
-    def _fail(self, key: tuple[Node, int], error: TrialFailedError) -> None:
-        self._failed[key] = error
-        for waiter in self._waiters.pop(key, []):
-            if not waiter.done():
-                waiter.set_exception(error)
-
-    def _abandon_lost_workers(self, alive: set[str]) -> None:
+    def abandon_lost_workers(self, alive: set[str]) -> None:
         """Stages on a worker that left (killed, pre-empted, restarted) are planned again.
 
         Their tasks are pinned to that worker, so Dask cannot run them elsewhere; cancelling
         them stops Dask from recomputing finished stages whose small results died with the
         worker. The next stage tree resumes from the latest checkpoints.
         """
-        gone = {r.worker for r in self._running.values() if r.worker not in alive}
+        gone = {f.worker for f in self.flights if f.worker not in alive}
         for worker in list(self._missing):
             if worker not in gone:
                 del self._missing[worker]
         for worker in gone:
             self._missing[worker] = self._missing.get(worker, 0) + 1
         # A worker counts as gone once two looks in a row miss it (or Dask cancelled its task).
-        lost = [r for r in self._running.values()
-                if r.worker in self._dead or self._missing.get(r.worker, 0) >= 2]
-        if not lost:
+        workers = sorted({f.worker for f in self.flights
+                          if f.worker in self.dead or self._missing.get(f.worker, 0) >= 2})
+        if not workers:
             return
-        lost_workers = {r.worker for r in lost}
-        self._dead |= lost_workers
-        workers = sorted({r.worker for r in lost})
+        self.dead |= set(workers)
+        lost = self.flights.lose(workers)
         logger.warning("worker(s) %s left with %d stage(s); planning them again", workers, len(lost))
-        for r in lost:
-            del self._running[r.key]
-        for worker in workers:
-            self._queued.pop(worker, None)
-        self.client.cancel([r.future for r in lost])
-        for r in lost:
-            self._count_loss(r)
+        self.dask.cancel([f.future for f in lost])
+        for f in lost:
+            self._count_loss(f)
 
-    def _salvage(self, r: Running) -> None:
+    def _salvage(self, flight: Flight) -> None:
         """Record the checkpoints a lost stage wrote before its worker died (found by name)."""
-        for step, point in sorted(r.points.items()):
-            if point.checkpoint is None or step in r.node.checkpoints:
+        for step, point in sorted(flight.points.items()):
+            if point.checkpoint is None or step in flight.node.checkpoints:
                 continue
             uri = self.store.uri(point.checkpoint)
             try:
                 if self.store.exists(uri):
-                    self.plan.record_checkpoint(r.node, step, uri)
-                    logger.info("stage %s had saved step %d before its worker left", r.key, step)
+                    self.plan.record_checkpoint(flight.node, step, uri)
+                    logger.info("stage %s had saved step %d before its worker left", flight.key, step)
             except OSError as exc:
                 logger.warning("could not look for %s: %s", uri, exc)
 
-    def _count_loss(self, r: Running) -> None:
+    def _count_loss(self, flight: Flight) -> None:
         """This stage lost its worker; once it lost that many different ones, its trials fail."""
-        self._salvage(r)
-        self._dead.add(r.worker)
-        self._renew_key(r.key)
+        self._salvage(flight)
+        self.dead.add(flight.worker)
+        self.submission.renew(flight.key)
         # Finished results that lived there are gone; release them, or Dask recomputes them.
         for key, (_, report) in list(self._finished.items()):
-            if report.worker in self._dead:
+            if report.worker in self.dead:
                 del self._finished[key]
-        workers = self._losses.setdefault((r.node, r.stop), set())
-        workers.add(r.worker)
+        workers = self._losses.setdefault((flight.node, flight.stop), set())
+        workers.add(flight.worker)
         count = len(workers)
-        self._ended(r, FAILED if count >= _MAX_LOSSES else LOST,
-                    error="WorkerLost" if count >= _MAX_LOSSES else "")
+        self.ended(flight, FAILED if count >= _MAX_LOSSES else LOST,
+                   error="WorkerLost" if count >= _MAX_LOSSES else "")
         if count >= _MAX_LOSSES:
             self._stage_failed(
-                r, "WorkerLost",
+                flight, "WorkerLost",
                 f"the worker running this stage left {count} times; it is probably crashing "
                 "on it (out of memory? a trainer class the workers cannot import?)", "",
             )
+
+    # -- withdrawals ------------------------------------------------------------------------------
+
+    def took_back(self, asks: Mapping[str, tuple[str, ...]], answers: Mapping[str, Any],
+                  now: float) -> None:
+        """Forget what the workers gave back; mark what they refused as started (at ``now``).
+
+        A worker that gave back a stage skips it, and every stage after it on that worker
+        depends on it (they continue from it, or from one another), so they are all forgotten
+        here, including those chained onto it while the driver was asking. Their futures are
+        not cancelled: Dask would cancel, with them, the same stage another driver on this
+        client waits for (a shared key) and the stages depending on them, which reads as a
+        worker lost. Each ends on its worker with a skipped report, which nobody reads.
+        """
+        taken: list[Flight] = []
+        for worker, keys in asks.items():
+            if answers.get(worker) is True:
+                taken += self.flights.take_back(worker, keys[0])
+            else:
+                self.flights.refused(keys[0], now)
+        for f in taken:
+            self.submission.renew(f.key)
+            self.ended(f, CANCELLED)
+        if taken:
+            logger.info("took back %d queued stage(s) for idle workers", len(taken))
+
+    def forget_finished(self) -> None:
+        """Release the finished futures kept for other drivers (the driver closes)."""
+        self._finished.clear()
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -22,6 +22,16 @@ class Point:
     evaluate: bool = False
     checkpoint: str | None = None
 
+    def merge(self, other: Point) -> Point:
+        """This point and ``other`` (the same step) as one: evaluate if either does, save under
+        this one's name, else ``other``'s."""
+        return Point(self.step, self.evaluate or other.evaluate, self.checkpoint or other.checkpoint)
+
+    def covers(self, other: Point) -> bool:
+        """Whether stopping here does all that ``other`` asks for."""
+        return (self.evaluate or not other.evaluate) and (
+            self.checkpoint is not None or other.checkpoint is None)
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -42,7 +52,7 @@ class StageSpec:
     stop: int
     start_digest: str
     stop_digest: str
-    salt: str
+    fingerprint: str
     points: tuple[Point, ...]
     store: CheckpointStore
     sources: tuple[tuple[int, str], ...] = ()

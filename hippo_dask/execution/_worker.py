@@ -1,23 +1,27 @@
-"""The function a Dask worker runs for one stage, and the worker's memory of live trainers.
+"""The function a Dask worker runs for one stage, and each worker's tables of stages.
 
 A critical path runs on one worker as a chain of stage tasks. Instead of handing the trainer to
 Dask as task data (which would pickle a model between tasks), each stage leaves its trainer in
-this process's small ``_LIVE`` table under the digest of the state it reached; the next stage of
+its worker's :class:`StageTables` under the digest of the state it reached; the next stage of
 the chain takes it from there. If it is not there (another worker, a restarted process, an
 evicted entry) the stage resumes from a checkpoint instead: slower, never wrong, because
 entries are matched by state digest.
 
 The driver can add points to a running stage (a step somebody now needs a checkpoint or metrics
-at) through :func:`add_points`, which ``Client.run`` calls on the worker while the stage runs in
-the worker's executor thread. It can also take back stages queued here that have not started
-(:func:`withdraw`), to run them on a worker that went idle first: a stage claims its key when it
-starts, under the same lock, so a stage either runs here or nowhere here.
+at) through :func:`add_points_async`, which ``Client.run`` calls on the worker while the stage
+runs in the worker's executor thread. It can also take back stages queued here that have not
+started (:func:`withdraw_async`), to run them on a worker that went idle first: a stage claims
+its key when it starts, under the same lock, so a stage either runs here or nowhere here.
+
+The tables live in a Dask worker plugin the driver registers (:data:`TABLES`), one per worker,
+so two workers in one process (an in-process cluster) never share a trainer or a claim.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import os
 import sys
 import threading
 import time
@@ -28,27 +32,33 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from hippo_dask.errors import CheckpointNotFoundError, CorruptCheckpointError
 from hippo_dask.execution._identity import state_digest
 from hippo_dask.execution._spec import Point, PointResult, StageReport, StageSpec
-from hippo_dask.seq._base import native
-from hippo_dask.storage._retry import with_retries
+from hippo_dask.seq import native
+from hippo_dask.storage import with_retries
 from hippo_dask.trainer import Trainer, check_metrics
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "add_points", "add_points_async", "live_digests", "pending_points",
-    "run_stage", "withdraw", "withdraw_async",
+    "CHECKPOINT_FORMAT", "TABLES", "StageTables", "add_points_async", "pending_points",
+    "run_stage", "withdraw_async", "worker_deadline",
 ]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+#: Trainers a worker keeps in memory for the next stage of a chain.
 _LIVE_CAPACITY = 2
 #: A stage trains in calls of about this many seconds, so points the driver adds while it runs
 #: (a step somebody now needs) land in time. Trainers must give the same result for
 #: ``train(a); train(b)`` as for ``train(a + b)``.
 CHUNK_SECONDS = 0.5
+#: The name the stage tables plugin is registered under, on every worker.
+TABLES = "hippo-stages"
+_REMEMBER = 10_000  # keys each key table keeps
+_threads_set = False  # torch's thread count is the process's, set once
 
 
 @dataclass
@@ -59,107 +69,144 @@ class _Live:
     hp: dict[str, Any]
 
 
-_lock = threading.Lock()
-_LIVE: OrderedDict[str, _Live] = OrderedDict()
-_CONTROL: dict[str, list[Point]] = {}
-_FINISHED: OrderedDict[str, None] = OrderedDict()
-_STARTED: OrderedDict[str, None] = OrderedDict()
-_WITHDRAWN: OrderedDict[str, None] = OrderedDict()
-_REMEMBER = 10_000  # keys each of those keeps
-_threads_set = False
-
-
 def _remember(keys: OrderedDict[str, None], key: str) -> None:
     keys[key] = None
     while len(keys) > _REMEMBER:
         keys.popitem(last=False)
 
 
-def add_points(key: str, points: list[Point]) -> bool:
-    """Ask stage ``key`` (running or queued here) to also stop at ``points``.
+class StageTables(WorkerPlugin):
+    """One worker's memory of stages: live trainers, points the driver added, and the keys that
+    started, finished or were withdrawn here. Registered by the driver as a worker plugin
+    (:data:`TABLES`); every worker unpickles its own, empty copy."""
 
-    Returns ``False`` if the stage already finished; the driver then sees the points missing
-    from its report and plans around them.
-    """
-    with _lock:
-        if key in _FINISHED:
-            return False
-        _CONTROL.setdefault(key, []).extend(points)
-        return True
+    idempotent = True  # registering again (another driver) keeps the tables a worker has
+    name = TABLES
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: OrderedDict[str, _Live] = OrderedDict()
+        self._control: dict[str, list[Point]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._started: OrderedDict[str, None] = OrderedDict()
+        self._withdrawn: OrderedDict[str, None] = OrderedDict()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StageTables, ())  # what travels is the class: each worker starts empty
+
+    def add_points(self, key: str, points: list[Point]) -> bool:
+        """Ask stage ``key`` (running or queued here) to also stop at ``points``.
+
+        Returns ``False`` if the stage already finished; the driver then sees the points missing
+        from its report and plans around them.
+        """
+        with self._lock:
+            if key in self._finished:
+                return False
+            self._control.setdefault(key, []).extend(points)
+            return True
+
+    def pending_points(self) -> dict[str, list[int]]:
+        """Steps the driver added to stages that have not picked them up yet, by stage key."""
+        with self._lock:
+            return {key: [p.step for p in points] for key, points in self._control.items()}
+
+    def withdraw(self, keys: list[str]) -> bool:
+        """Take back stages queued on this worker, the first of ``keys`` and those after it.
+
+        All or nothing: ``False`` (and nothing changes) when the first has started or finished
+        here; the others continue from it or queue behind it, so none of them has started
+        either. A withdrawn stage that Dask still runs returns at once, skipped, untrained.
+        """
+        with self._lock:
+            if not keys or keys[0] in self._started or keys[0] in self._finished:
+                return False
+            for key in keys:
+                _remember(self._withdrawn, key)
+            return True
+
+    def claim(self, key: str) -> bool:
+        """Mark stage ``key`` started, unless the driver withdrew it first (then it is skipped
+        once: a later submission of the same key, by another driver, runs)."""
+        with self._lock:
+            if key in self._withdrawn:
+                del self._withdrawn[key]
+                return False
+            _remember(self._started, key)
+            return True
+
+    def take_control(self, key: str) -> list[Point]:
+        """The points added to ``key`` since the last look."""
+        with self._lock:
+            return self._control.pop(key, [])
+
+    def finish(self, key: str) -> list[Point]:
+        """``key`` is done: points added from now on are refused; returns the last ones."""
+        with self._lock:
+            _remember(self._finished, key)
+            return self._control.pop(key, [])
+
+    def keep_live(self, live: _Live) -> None:
+        """Keep a stage's trainer for the next stage of its chain (the oldest go first)."""
+        with self._lock:
+            self._live[live.digest] = live
+            self._live.move_to_end(live.digest)
+            while len(self._live) > _LIVE_CAPACITY:
+                self._live.popitem(last=False)
+
+    def take_live(self, digest: str) -> _Live | None:
+        """The trainer kept at state ``digest``, if any (it leaves the table)."""
+        with self._lock:
+            return self._live.pop(digest, None)
 
 
-async def add_points_async(key: str, points: list[Point]) -> bool:
-    """:func:`add_points` as a coroutine, for ``Client.run(..., wait=False)``."""
-    return add_points(key, points)
+#: Tables of a process that runs stages outside a Dask worker (tests, a debugger).
+_OUTSIDE = StageTables()
 
 
-def pending_points() -> dict[str, list[int]]:
-    """Steps the driver added to stages that have not picked them up yet, by stage key."""
-    with _lock:
-        return {key: [p.step for p in points] for key, points in _CONTROL.items()}
+def _tables(dask_worker: Any = None) -> StageTables:
+    """This worker's tables (the plugin), or the process's own outside a worker."""
+    if dask_worker is None:
+        try:
+            from distributed import get_worker
+
+            dask_worker = get_worker()
+        except ValueError:
+            return _OUTSIDE
+    tables = getattr(dask_worker, "plugins", {}).get(TABLES)
+    return tables if isinstance(tables, StageTables) else _OUTSIDE
 
 
-def live_digests() -> list[str]:
-    """Digests of the states whose trainers this process keeps in memory (for tests)."""
-    with _lock:
-        return list(_LIVE)
+async def add_points_async(key: str, points: list[Point], dask_worker: Any = None) -> bool:
+    """:meth:`StageTables.add_points` on the worker ``Client.run`` calls this on."""
+    return _tables(dask_worker).add_points(key, points)
 
 
-def withdraw(keys: list[str]) -> bool:
-    """Take back stages queued on this worker, the first of ``keys`` and those after it.
-
-    All or nothing: ``False`` (and nothing changes) when the first has started or finished
-    here; the others continue from it or queue behind it, so none of them has started either.
-    A withdrawn stage that Dask still runs returns at once, skipped, without training.
-    """
-    with _lock:
-        if not keys or keys[0] in _STARTED or keys[0] in _FINISHED:
-            return False
-        for key in keys:
-            _remember(_WITHDRAWN, key)
-        return True
+def pending_points(dask_worker: Any = None) -> dict[str, list[int]]:
+    """:meth:`StageTables.pending_points` of the worker ``Client.run`` calls this on."""
+    return _tables(dask_worker).pending_points()
 
 
 async def withdraw_async(asks: Mapping[str, list[str]], dask_worker: Any = None) -> bool:
-    """:func:`withdraw` for ``Client.run`` (which passes ``dask_worker``): ``asks`` maps worker
-    addresses to their keys, so one broadcast serves several workers; each takes back its own."""
+    """:meth:`StageTables.withdraw` for ``Client.run`` (which passes ``dask_worker``): ``asks``
+    maps worker addresses to their keys, so one broadcast serves several workers; each takes
+    back its own."""
     address = str(dask_worker.address) if dask_worker is not None else _worker_address()
-    return withdraw(list(asks.get(address, [])))
+    return _tables(dask_worker).withdraw(list(asks.get(address, [])))
 
 
-def _claim(key: str) -> bool:
-    """Mark stage ``key`` started, unless the driver withdrew it first (then it is skipped
-    once: a later submission of the same key, by another driver, runs)."""
-    with _lock:
-        if key in _WITHDRAWN:
-            del _WITHDRAWN[key]
-            return False
-        _remember(_STARTED, key)
-        return True
+def worker_deadline(dask_worker: Any) -> tuple[float, float, int] | None:
+    """On a worker: ``(unix time it retires, its lifetime, pid)``, or ``None`` without a lifetime.
 
+    ``dask worker --lifetime`` counts from the worker's start, which Dask does not record; the
+    process's creation time is a little earlier, so the deadline errs on the early side.
+    """
+    lifetime = getattr(dask_worker, "lifetime", None)
+    if not lifetime:
+        return None
+    import psutil
 
-def _take_control(key: str) -> list[Point]:
-    with _lock:
-        return _CONTROL.pop(key, [])
-
-
-def _finish(key: str) -> list[Point]:
-    with _lock:
-        _remember(_FINISHED, key)
-        return _CONTROL.pop(key, [])
-
-
-def _keep_live(live: _Live) -> None:
-    with _lock:
-        _LIVE[live.digest] = live
-        _LIVE.move_to_end(live.digest)
-        while len(_LIVE) > _LIVE_CAPACITY:
-            _LIVE.popitem(last=False)
-
-
-def _take_live(digest: str) -> _Live | None:
-    with _lock:
-        return _LIVE.pop(digest, None)
+    return psutil.Process().create_time() + float(lifetime), float(lifetime), os.getpid()
 
 
 def _worker_address() -> str:
@@ -207,8 +254,8 @@ def _configure_threads() -> None:
     _threads_set = True
 
 
-def _restore(spec: StageSpec, report: StageReport) -> _Live:
-    live = _take_live(spec.start_digest)
+def _restore(spec: StageSpec, report: StageReport, tables: StageTables) -> _Live:
+    live = tables.take_live(spec.start_digest)
     if live is not None and live.step == spec.start:
         report.resumed_from = "memory"
         return live
@@ -216,7 +263,7 @@ def _restore(spec: StageSpec, report: StageReport) -> _Live:
         try:
             state = with_retries(lambda: spec.store.load(uri), what=f"loading checkpoint {uri}",
                                  timeout=spec.storage_timeout)
-            expected = state_digest(spec.trial, step, spec.salt)
+            expected = state_digest(spec.trial, step, spec.fingerprint)
             if state.get("digest") != expected or state.get("format") != CHECKPOINT_FORMAT:
                 raise CorruptCheckpointError(
                     f"checkpoint {uri} holds a different state than its name says"
@@ -230,7 +277,7 @@ def _restore(spec: StageSpec, report: StageReport) -> _Live:
         report.resumed_from = uri
         return _Live(trainer, step, expected, {})
     report.resumed_from = "scratch"
-    return _Live(spec.trainer_cls(dict(spec.config)), 0, state_digest(spec.trial, 0, spec.salt), {})
+    return _Live(spec.trainer_cls(dict(spec.config)), 0, state_digest(spec.trial, 0, spec.fingerprint), {})
 
 
 def _change_steps(spec: StageSpec, start: int) -> list[int]:
@@ -274,7 +321,8 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
         key=spec.key, worker=_worker_address(), started=time.time(), finished=0.0,
         trained_steps=0, train_seconds=0.0, resumed_from="",
     )
-    if not _claim(spec.key):  # the driver took it back for another worker
+    tables = _tables()
+    if not tables.claim(spec.key):  # the driver took it back for another worker
         report.skipped = True
         report.finished = time.time()
         return report
@@ -285,7 +333,7 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
         report.finished = time.time()
         return report
     try:
-        _train_stage(spec, report)
+        _train_stage(spec, report, tables)
     except StageCancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the driver with the traceback
@@ -294,12 +342,12 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
     return report
 
 
-def _train_stage(spec: StageSpec, report: StageReport) -> None:
+def _train_stage(spec: StageSpec, report: StageReport, tables: StageTables) -> None:
     _configure_threads()
-    live = _restore(spec, report)
+    live = _restore(spec, report, tables)
     step = live.step
     points: dict[int, Point] = {}
-    for p in list(spec.points) + _take_control(spec.key):
+    for p in list(spec.points) + tables.take_control(spec.key):
         _merge_point(points, p)
     changes = set(_change_steps(spec, step))
     boundaries = sorted(changes | {p for p in points if p > step} | {spec.stop})
@@ -311,9 +359,9 @@ def _train_stage(spec: StageSpec, report: StageReport) -> None:
             raise StageCancelled(f"{spec.key} cancelled at step {step}")
         if step in changes:
             _setup(live, spec, step)
-        for p in _take_control(spec.key):
+        for p in tables.take_control(spec.key):
             if p.step <= step or p.step > spec.stop:
-                if not (p.step in points and _covered(points[p.step], p)):
+                if not (p.step in points and points[p.step].covers(p)):
                     report.missed.append(p.step)
                 continue
             _merge_point(points, p)
@@ -329,25 +377,16 @@ def _train_stage(spec: StageSpec, report: StageReport) -> None:
         chunk = max(1, int(CHUNK_SECONDS / per_step)) if per_step > 0 else spec.stop
         step = live.step = target
         _handle_point(live, spec, points.get(step), report)
-    for p in _finish(spec.key):
-        if not (p.step in points and _covered(points[p.step], p)):
+    for p in tables.finish(spec.key):
+        if not (p.step in points and points[p.step].covers(p)):
             report.missed.append(p.step)
     live.digest = spec.stop_digest
-    _keep_live(live)
+    tables.keep_live(live)
 
 
 def _merge_point(points: dict[int, Point], point: Point) -> None:
     old = points.get(point.step)
-    if old is None:
-        points[point.step] = point
-    else:
-        points[point.step] = Point(
-            point.step, old.evaluate or point.evaluate, old.checkpoint or point.checkpoint
-        )
-
-
-def _covered(have: Point, want: Point) -> bool:
-    return (have.evaluate or not want.evaluate) and (have.checkpoint is not None or want.checkpoint is None)
+    points[point.step] = point if old is None else old.merge(point)
 
 
 def _handle_point(live: _Live, spec: StageSpec, point: Point | None, report: StageReport) -> None:
@@ -358,7 +397,7 @@ def _handle_point(live: _Live, spec: StageSpec, point: Point | None, report: Sta
     if point.checkpoint is not None:
         state = {
             "format": CHECKPOINT_FORMAT,
-            "digest": state_digest(spec.trial, point.step, spec.salt),
+            "digest": state_digest(spec.trial, point.step, spec.fingerprint),
             "step": point.step,
             "trainer": live.trainer.state_dict(),
         }

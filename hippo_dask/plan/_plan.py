@@ -205,6 +205,11 @@ class SearchPlan:
         return self._journal
 
     @property
+    def buffered(self) -> int:
+        """Records made here and not journaled yet (a failed :meth:`flush` keeps them)."""
+        return len(self._buffer)
+
+    @property
     def url(self) -> str | None:
         """The storage root, or ``None`` for an in-memory plan."""
         return None if self._journal is None else self._journal.url
@@ -456,6 +461,11 @@ class SearchPlan:
     def _canonical(self, node: Node, step: int) -> Node:
         step = _check_steps(step, "step")
         return Trie.owner_of_state(node, step)
+
+    def owner_of_state(self, node: Node, step: int) -> Node:
+        """The node the state after ``step`` steps along ``node``'s path is kept on: at a
+        branch step, the parent (the node that trained step ``step - 1``)."""
+        return self._canonical(node, step)
 
     def record_checkpoint(self, node: Node, step: int, uri: str) -> None:
         """The state after ``step`` steps along ``node``'s path is saved at ``uri``."""

@@ -37,50 +37,57 @@ class FakeFuture:
 
 
 class FakeScheduler:
-    def __init__(self) -> None:
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
         self.metadata: dict[str, Any] = {}
+        self.published = asyncio.Event()
 
-    def identity(self, n_workers: int = -1) -> None:  # called through FakeClient.sync
-        raise AssertionError("unreachable")
+    async def identity(self, n_workers: int = -1) -> dict[str, Any]:
+        return {"workers": {a: {"resources": {"GPU": 1}, "status": "running"}
+                            for a in self.client.workers}}
 
     async def set_metadata(self, keys: list[str], value: Any) -> None:
         self.metadata[keys[-1]] = value
+        self.published.set()
 
 
 class FakeClient:
-    """The part of distributed.Client the driver uses, over a worker list the test sets.
+    """The part of distributed.Client the driver uses, over a worker list the test sets. Its
+    coroutines run on the caller's loop (``loop.asyncio_loop`` is ``None``).
 
     ``workers``: address -> ``(seconds left, lifetime)``, or ``None`` for no lifetime.
     """
 
     def __init__(self, workers: dict[str, tuple[float, float] | None]) -> None:
         self.workers = workers
-        self.scheduler = FakeScheduler()
+        self.scheduler = FakeScheduler(self)
         self.submitted: list[tuple[str, str]] = []  # (worker, stage key)
-        self.loop = SimpleNamespace(add_callback=self._later)
-        self._pending: list[Any] = []
+        self.loop = SimpleNamespace(asyncio_loop=None)
 
-    def _later(self, function: Any) -> None:
-        self._pending.append(asyncio.ensure_future(function()))
-
-    def sync(self, function: Any, **kwargs: Any) -> dict[str, Any]:
-        return {"workers": {a: {"resources": {"GPU": 1}, "status": "running"} for a in self.workers}}
-
-    def run(self, function: Any, *args: Any, workers: list[str], **kwargs: Any) -> dict[str, Any]:
-        assert function is worker_deadline
+    def run(self, function: Any, *args: Any, workers: list[str], asynchronous: bool = False,
+            **kwargs: Any) -> Any:
+        assert function is worker_deadline and asynchronous
         now = time.time()
-        return {w: None if self.workers[w] is None else (now + self.workers[w][0], self.workers[w][1], 1)
-                for w in workers}
+
+        async def answer() -> dict[str, Any]:
+            return {w: None if self.workers[w] is None else (now + self.workers[w][0], self.workers[w][1], 1)
+                    for w in workers}
+
+        return answer()
 
     def submit(self, function: Any, spec: Any, *deps: Any, key: str, workers: list[str], **kwargs: Any) -> FakeFuture:
         self.submitted.append((workers[0], key))
         return FakeFuture(key)
 
-    def cancel(self, futures: Any) -> None:
-        pass
+    def cancel(self, futures: Any, asynchronous: bool = False) -> Any:
+        async def nothing() -> None:
+            pass
+
+        return nothing()
 
     def register_plugin(self, plugin: Any, name: str) -> None:
-        """Where the driver installs the checkpoint store on the workers once (no workers here)."""
+        """Where the driver installs its tables and the checkpoint store on the workers (no
+        workers here)."""
 
 
 def stages(client: FakeClient) -> list[tuple[str, int, int]]:
@@ -96,11 +103,10 @@ async def schedule(tmp_path: Path, workers: dict[str, tuple[float, float] | None
                    requests: list[tuple[hd.Trial, int]]) -> tuple[FakeClient, Any]:
     client = FakeClient(workers)
     driver = Driver(plan=SearchPlan(), client=client, trainer_cls=SimulatedTrainer,  # type: ignore[arg-type]
-                    config_of=lambda t: dict(t.fixed), store=FsspecCheckpointStore(str(tmp_path / "ckpt")))
+                    config_of=lambda t: dict(t.fixed),
+                    checkpoints=FsspecCheckpointStore(str(tmp_path / "ckpt")))
     waiting = [asyncio.ensure_future(driver.request(t, steps)) for t, steps in requests]
-    for _ in range(5):
-        await asyncio.sleep(0)
-    await asyncio.gather(*client._pending)
+    await asyncio.wait_for(client.scheduler.published.wait(), 30)  # the end of the first pass
     demand = dict(client.scheduler.metadata)
     await driver.close()
     await asyncio.gather(*waiting, return_exceptions=True)

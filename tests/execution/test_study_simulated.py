@@ -224,8 +224,8 @@ def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
         third = asyncio.ensure_future(study.train(late, 10))
         driver = study._driver
         assert driver is not None
-        await until(lambda: any(len({driver._running[k].chain[0] for k in keys}) == 2
-                                for keys in driver._queued.values()),
+        await until(lambda: any(len({f.chain[0] for f in driver.flights.queue(w)}) == 2
+                                for w in driver.flights.workers()),
                     "the late trial queued behind a held worker")
         Path(gates["long"]).touch()  # the worker with more steps left finishes first
         done = await asyncio.wait_for(third, 60)
