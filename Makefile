@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-no-slurm slurm-up slurm-down demo bench clean
+.PHONY: install lint test test-no-slurm slurm-up slurm-down demo bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Formatting and a short lint rule set ([tool.ruff] in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
 	@bash .ci/browser/install.sh || echo "*** make test: chromium is missing (above); the browser tests will fail. ***" >&2
 	@up=0; bash .ci/slurm/up.sh || up=$$?; \
 	if [ $$up -ne 0 ]; then echo "*** make test: SLURM did not start (above); the slurm tests will fail. 'make test-no-slurm' runs the others. ***" >&2; fi; \
@@ -28,7 +33,7 @@ test: $(STAMP)
 	if [ $$status -eq 0 ] && [ $$up -ne 0 ]; then status=1; fi; \
 	exit $$status
 
-test-no-slurm: $(STAMP)
+test-no-slurm: $(STAMP) lint
 	@bash .ci/browser/install.sh || echo "*** make test-no-slurm: chromium is missing (above); the browser tests will fail. ***" >&2
 	$(BIN)/python -m pytest -q -m "not slurm"
 

@@ -70,7 +70,15 @@ from hippo_dask.study import (
     ISOLATE_KEY,  # what Study(sharing=False) adds to every trial
 )
 
-__all__ = ["Costs", "SimulationStalled", "Snapshot", "VirtualLoop", "VirtualStudy", "run_virtual", "strip"]
+__all__ = [
+    "Costs",
+    "SimulationStalled",
+    "Snapshot",
+    "VirtualLoop",
+    "VirtualStudy",
+    "run_virtual",
+    "strip",
+]
 
 T = TypeVar("T")
 #: The engine's periodic checkpoints, in profiled seconds (``hippo.checkpoint-interval``).
@@ -347,7 +355,9 @@ class VirtualStudy:
                 self._missed.add((flight.key, step))
                 self.missed_points += 1
             return
-        extra = (self.costs.evaluate if evaluate else 0.0) + (self.costs.save if old is None else 0.0)
+        extra = (self.costs.evaluate if evaluate else 0.0) + (
+            self.costs.save if old is None else 0.0
+        )
         self.flights.add_points(flight.key, [Point(step, evaluate, _SAVED)])
         if flight.began is not None and extra:
             assert job.end is not None
@@ -359,8 +369,10 @@ class VirtualStudy:
             stops = stage_points(stage, self.checkpoint_interval)
         else:
             stops = {stage.stop: (stage.evaluate, True)}
-        return {step: Point(step, evaluate, _SAVED if save else None)
-                for step, (evaluate, save) in stops.items()}
+        return {
+            step: Point(step, evaluate, _SAVED if save else None)
+            for step, (evaluate, save) in stops.items()
+        }
 
     def _submit(self, action: Submit) -> None:
         worker = action.worker
@@ -368,9 +380,16 @@ class VirtualStudy:
         flights: list[Flight] = []
         for i, stage in enumerate(action.chain):
             memory = stage.parent is not None if i else action.continues is not None
-            flight = Flight(str(next(self._keys)), stage.node, stage.start, stage.stop, worker,
-                            self._points(stage), lookahead=not i and action.behind,
-                            began=self.now if start_now and not i else None)
+            flight = Flight(
+                str(next(self._keys)),
+                stage.node,
+                stage.start,
+                stage.stop,
+                worker,
+                self._points(stage),
+                lookahead=not i and action.behind,
+                began=self.now if start_now and not i else None,
+            )
             self._jobs[flight.key] = _Job(flight, memory)
             flights.append(flight)
         self.flights.add_chain(worker, flights)

@@ -62,10 +62,18 @@ if __name__ == "__main__":
 
 
 def run_driver(script: Path, interval: float) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
-           "DASK_HIPPO__CHECKPOINT_INTERVAL": str(interval)}
-    return subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "DASK_HIPPO__CHECKPOINT_INTERVAL": str(interval),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def worker_pids(cluster: LocalCluster) -> list[int]:
@@ -78,13 +86,28 @@ def worker_pids(cluster: LocalCluster) -> list[int]:
     return pids
 
 
-def study_once(args: argparse.Namespace, storage: str, log: str, address: str, chaos: bool,
-               cluster: LocalCluster) -> tuple[dict[str, list[object]], float, int, int]:
+def study_once(
+    args: argparse.Namespace,
+    storage: str,
+    log: str,
+    address: str,
+    chaos: bool,
+    cluster: LocalCluster,
+) -> tuple[dict[str, list[object]], float, int, int]:
     out = Path(storage) / "result.json"
     script = Path(storage) / "driver.py"
-    script.write_text(textwrap.dedent(DRIVER.format(
-        log=log, sps=args.seconds_per_step, address=address, storage=storage,
-        steps=args.steps, out=str(out))))
+    script.write_text(
+        textwrap.dedent(
+            DRIVER.format(
+                log=log,
+                sps=args.seconds_per_step,
+                address=address,
+                storage=storage,
+                steps=args.steps,
+                out=str(out),
+            )
+        )
+    )
     began = time.monotonic()
     kills = driver_kills = 0
     rng = random.Random(args.seed)
@@ -122,17 +145,31 @@ def main() -> None:
     parser.add_argument("--driver-kills", type=int, default=2)
     parser.add_argument("--driver-kill-after", type=float, default=12.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-interval", type=float, default=1.0,
-                        help="hippo.checkpoint-interval for the driver (s of training between "
-                             "checkpoints inside long stages; the package default is 300)")
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=1.0,
+        help="hippo.checkpoint-interval for the driver (s of training between "
+        "checkpoints inside long stages; the package default is 300)",
+    )
     args = parser.parse_args()
 
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address="127.0.0.1:0", processes=True) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            dashboard_address="127.0.0.1:0",
+            processes=True,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         address = client.scheduler.address
         with tempfile.TemporaryDirectory() as chaotic, tempfile.TemporaryDirectory() as calm:
             log = str(Path(chaotic) / "train.log")
-            noisy, noisy_s, kills, driver_kills = study_once(args, chaotic, log, address, True, cluster)
+            noisy, noisy_s, kills, driver_kills = study_once(
+                args, chaotic, log, address, True, cluster
+            )
             plan = SearchPlan.open(f"{chaotic}/chaos")
             unique = plan.stats().unique_steps
             executed = sum(e["steps"] for e in read_log(log) if "steps" in e)
@@ -140,17 +177,25 @@ def main() -> None:
             quiet, quiet_s, _, _ = study_once(args, calm, calm_log, address, False, cluster)
     same = sum(noisy.get(key) == value for key, value in quiet.items())
     done = sum(1 for status, _ in noisy.values() if status == "done")
-    print(f"# chaos: {len(noisy)} trials x {args.steps} steps at {args.seconds_per_step} s/step on "
-          f"{args.workers} workers; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}\n")
-    print("| run | wall s | workers killed | driver restarts | trials done | executed steps "
-          "| unique steps | executed / unique | final metrics equal to calm run |")
+    print(
+        f"# chaos: {len(noisy)} trials x {args.steps} steps at {args.seconds_per_step} s/step on "
+        f"{args.workers} workers; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        "| run | wall s | workers killed | driver restarts | trials done | executed steps "
+        "| unique steps | executed / unique | final metrics equal to calm run |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| chaos | {noisy_s:.1f} | {kills} | {driver_kills} | {done}/{len(noisy)} | {executed:,} "
-          f"| {unique:,} | {executed / unique:.3f} | {same}/{len(quiet)} |")
+    print(
+        f"| chaos | {noisy_s:.1f} | {kills} | {driver_kills} | {done}/{len(noisy)} | {executed:,} "
+        f"| {unique:,} | {executed / unique:.3f} | {same}/{len(quiet)} |"
+    )
     print(f"| calm | {quiet_s:.1f} | 0 | 0 | {len(quiet)}/{len(quiet)} | - | {unique:,} | - | - |")
     ok = executed / unique <= 1.10 and same == len(quiet) and done == len(noisy)
-    print(f"\nGoal (executed / unique <= 1.10, every result equal to the calm run): "
-          f"{'met' if ok else 'NOT met'}")
+    print(
+        f"\nGoal (executed / unique <= 1.10, every result equal to the calm run): "
+        f"{'met' if ok else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ from distributed import Client, LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-import hippo_dask as hd  # noqa: E402
 from digits_grid import SPACE  # noqa: E402
+
+import hippo_dask as hd  # noqa: E402
 from hippo_dask.plan import SearchPlan
 from hippo_dask.testing.digits import DigitsTrainer, digits_data  # noqa: E402
 
@@ -61,33 +62,52 @@ def main() -> None:
     for trial in SPACE:
         plan.add(trial, args.steps)
     merge = plan.stats().merge_rate
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(warm)
         rows = []
         for _ in range(args.repeat):
             shared_s, shared = run(client, args.steps, True)
             alone_s, alone = run(client, args.steps, False)
             rows.append((shared_s, shared, alone_s, alone))
-    print(f"# digits grid: {len(SPACE)} trials x {args.steps} steps, {args.workers} workers, "
-          f"merge rate {merge:.2f}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}\n")
-    print("| run | executed steps shared / alone | wall s shared | wall s alone | speed-up "
-          "| speed-up / merge rate | train-s shared / alone (compute merge rate) "
-          "| speed-up / compute merge rate | worker-s shared / alone | best val_acc shared / alone |")
+    print(
+        f"# digits grid: {len(SPACE)} trials x {args.steps} steps, {args.workers} workers, "
+        f"merge rate {merge:.2f}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        "| run | executed steps shared / alone | wall s shared | wall s alone | speed-up "
+        "| speed-up / merge rate | train-s shared / alone (compute merge rate) "
+        "| speed-up / compute merge rate | worker-s shared / alone | best val_acc shared / alone |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for i, (shared_s, shared, alone_s, alone) in enumerate(rows, 1):
         speedup = alone_s / shared_s
         compute = alone.stats.train_seconds / shared.stats.train_seconds
-        best_a = shared.best.metrics["val_acc"] if shared.best and shared.best.metrics else float("nan")
-        best_b = alone.best.metrics["val_acc"] if alone.best and alone.best.metrics else float("nan")
-        print(f"| {i} | {shared.stats.executed_steps:,} / {alone.stats.executed_steps:,} "
-              f"| {shared_s:.1f} | {alone_s:.1f} | {speedup:.2f}x | {speedup / merge:.2f} "
-              f"| {shared.stats.train_seconds:.1f} / {alone.stats.train_seconds:.1f} ({compute:.2f}) "
-              f"| {speedup / compute:.2f} "
-              f"| {shared.stats.worker_seconds:.1f} / {alone.stats.worker_seconds:.1f} "
-              f"| {best_a:.4f} / {best_b:.4f} |")
+        best_a = (
+            shared.best.metrics["val_acc"] if shared.best and shared.best.metrics else float("nan")
+        )
+        best_b = (
+            alone.best.metrics["val_acc"] if alone.best and alone.best.metrics else float("nan")
+        )
+        print(
+            f"| {i} | {shared.stats.executed_steps:,} / {alone.stats.executed_steps:,} "
+            f"| {shared_s:.1f} | {alone_s:.1f} | {speedup:.2f}x | {speedup / merge:.2f} "
+            f"| {shared.stats.train_seconds:.1f} / {alone.stats.train_seconds:.1f} ({compute:.2f}) "
+            f"| {speedup / compute:.2f} "
+            f"| {shared.stats.worker_seconds:.1f} / {alone.stats.worker_seconds:.1f} "
+            f"| {best_a:.4f} / {best_b:.4f} |"
+        )
     ok = all(a / s >= 0.8 * merge for s, _, a, _ in rows)
-    print(f"\nGoal (speed-up >= 0.8 x merge rate = {0.8 * merge:.2f}x): {'met' if ok else 'NOT met'}")
+    print(
+        f"\nGoal (speed-up >= 0.8 x merge rate = {0.8 * merge:.2f}x): {'met' if ok else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

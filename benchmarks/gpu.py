@@ -56,8 +56,14 @@ def listening(pids: list[int]) -> list[dict[str, Any]]:
             continue
         for conn in connections:
             if conn.status == psutil.CONN_LISTEN:
-                found.append({"pid": pid, "name": process.name(), "host": conn.laddr.ip,
-                              "port": conn.laddr.port})
+                found.append(
+                    {
+                        "pid": pid,
+                        "name": process.name(),
+                        "host": conn.laddr.ip,
+                        "port": conn.laddr.port,
+                    }
+                )
     return found
 
 
@@ -70,8 +76,11 @@ def warm_data(device: str) -> None:
 def space(device: str) -> hd.GridSpace:
     """12 trials whose learning-rate and batch-size schedules share prefixes (merge rate ~2)."""
     return hd.GridSpace(
-        lr=[seq.StepLR(0.1, gamma=0.1, milestones=[40]),
-            seq.StepLR(0.1, gamma=0.1, milestones=[80]), seq.Constant(0.05)],
+        lr=[
+            seq.StepLR(0.1, gamma=0.1, milestones=[40]),
+            seq.StepLR(0.1, gamma=0.1, milestones=[80]),
+            seq.Constant(0.05),
+        ],
         batch_size=[seq.Constant(64), seq.MultiStep([64, 128], milestones=[60])],
         optimizer=["sgd_momentum", "adam"],
         device=[device],
@@ -80,8 +89,9 @@ def space(device: str) -> hd.GridSpace:
 
 def study_run(client: Any, device: str, steps: int, sharing: bool) -> tuple[float, hd.Result]:
     with tempfile.TemporaryDirectory() as storage:
-        study = hd.Study("gpu-digits", DigitsTrainer, storage=storage, client=client,
-                         sharing=sharing)
+        study = hd.Study(
+            "gpu-digits", DigitsTrainer, storage=storage, client=client, sharing=sharing
+        )
         began = time.perf_counter()
         result = study.tune(hd.tuners.Grid(space(device), metric="val_acc", steps=steps))
         return time.perf_counter() - began, result
@@ -96,25 +106,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu.py: no CUDA device here; run it on a GPU machine", file=sys.stderr)
         return 2
-    figures: dict[str, Any] = {"torch": torch.__version__,
-                               "device": torch.cuda.get_device_name(0) if args.device == "cuda" else args.device,
-                               "devices": hd.cluster.cuda_devices()}
+    figures: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else args.device,
+        "devices": hd.cluster.cuda_devices(),
+    }
     began = time.perf_counter()
     with hd.cluster.local(**({} if args.device == "cuda" else {"n_workers": 2})) as client:
         figures["cluster_start_s"] = round(time.perf_counter() - began, 2)
         info = client.scheduler_info()
         figures["scheduler"] = info["address"]
-        workers = client.run(lambda: (os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                      torch.cuda.device_count()))
-        figures["cluster"] = {address: {"cuda_visible_devices": visible, "cuda_devices": count,
-                                        "resources": info["workers"][address].get("resources")}
-                              for address, (_, visible, count) in workers.items()}
+        workers = client.run(
+            lambda: (os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
+        )
+        figures["cluster"] = {
+            address: {
+                "cuda_visible_devices": visible,
+                "cuda_devices": count,
+                "resources": info["workers"][address].get("resources"),
+            }
+            for address, (_, visible, count) in workers.items()
+        }
         me = psutil.Process()
         pids = [me.pid] + [p.pid for p in me.children(recursive=True)]
         sockets = listening(pids)
         figures["sockets"] = sockets
         figures["sockets_all_loopback"] = bool(sockets) and all(
-            s["host"].startswith(LOOPBACK) for s in sockets)
+            s["host"].startswith(LOOPBACK) for s in sockets
+        )
 
         client.run(warm_data, args.device)  # the data on every GPU, CUDA contexts made
         study_run(client, args.device, 2, sharing=False)  # warm: imports, kernels, first steps
@@ -133,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s_alone": round(alone_s, 2),
         "speedup": round(alone_s / shared_s, 3),
         "metrics_bit_identical": identical,
-        "best": None if shared.best is None else {"config": shared.best.config,
-                                                  "metrics": shared.best.metrics},
+        "best": None
+        if shared.best is None
+        else {"config": shared.best.config, "metrics": shared.best.metrics},
     }
     text = json.dumps(figures, indent=2, default=str)
     print(text)

@@ -82,7 +82,9 @@ def write_history(root: str, trials: list[hd.Trial], reruns: int = 1) -> None:
 
 
 def folder_bytes(path: str, suffix: str) -> int:
-    return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(suffix))
+    return sum(
+        os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(suffix)
+    )
 
 
 def measure(size: int, repeat: int, reruns: int = 1) -> dict[str, Any]:
@@ -94,8 +96,11 @@ def measure(size: int, repeat: int, reruns: int = 1) -> dict[str, Any]:
         root = os.path.join(work, "study")
         started = time.perf_counter()
         write_history(root, base, reruns)
-        out: dict[str, Any] = {"size": size, "reruns": reruns,
-                               "write_s": time.perf_counter() - started}
+        out: dict[str, Any] = {
+            "size": size,
+            "reruns": reruns,
+            "write_s": time.perf_counter() - started,
+        }
         segments = [n for n in os.listdir(os.path.join(root, "plan")) if n.endswith(".jsonl")]
         out["segments"] = len(segments)
         out["records"] = (3 + reruns) * size
@@ -117,11 +122,14 @@ def measure(size: int, repeat: int, reruns: int = 1) -> dict[str, Any]:
         out["reopen_pruned_s"] = best(repeat, lambda: SearchPlan.open(pruned_root))
 
         # Refresh: nothing new, then one new segment of 100 requests with their metrics.
-        readers = {"replay": replayed, "snapshot": from_snapshot,
-                   "pruned": SearchPlan.open(pruned_root)}
+        readers = {
+            "replay": replayed,
+            "snapshot": from_snapshot,
+            "pruned": SearchPlan.open(pruned_root),
+        }
         for name, reader in readers.items():
             out[f"refresh_empty_{name}_s"] = best(repeat, reader.refresh)
-        for name, target in (("replay", root), ("pruned", pruned_root)):
+        for _name, target in (("replay", root), ("pruned", pruned_root)):
             with SearchPlan.open(target) as writer:
                 for i, trial in enumerate(more):
                     request = writer.add(trial, STEPS)
@@ -162,8 +170,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--reruns", type=int, default=1,
-                        help="runs of the study that wrote the history (default 1)")
+    parser.add_argument(
+        "--reruns", type=int, default=1, help="runs of the study that wrote the history (default 1)"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("error", hd.HippoWarning)  # a clean journal: any warning is a bug
@@ -172,9 +181,21 @@ def main() -> None:
         return
     rows = []
     for size in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(size), "--repeat",
-                               str(args.repeat), "--reruns", str(args.reruns)],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(size),
+                "--repeat",
+                str(args.repeat),
+                "--reruns",
+                str(args.reruns),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode:
             raise SystemExit(done.stderr)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

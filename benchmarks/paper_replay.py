@@ -68,10 +68,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hippo_dask as hd  # noqa: E402
+from benchmarks._virtual import WITHDRAW_AFTER, Costs, Snapshot, VirtualStudy, run_virtual  # noqa: E402
 from hippo_dask import seq  # noqa: E402
 from hippo_dask.plan import PlanStats, SearchPlan, Stage
-
-from benchmarks._virtual import WITHDRAW_AFTER, Costs, Snapshot, VirtualStudy, run_virtual  # noqa: E402
 
 WORKERS = 40
 METRIC = "val_acc"
@@ -110,8 +109,13 @@ def resnet56_space() -> list[hd.Trial]:
     }
     trials: list[hd.Trial] = []
     for optimizer, options in momenta.items():
-        trials += hd.GridSpace(lr=lr, batch_size=batch, momentum=options,
-                               weight_decay=[1e-4, 1e-3], optimizer=[optimizer])
+        trials += hd.GridSpace(
+            lr=lr,
+            batch_size=batch,
+            momentum=options,
+            weight_decay=[1e-4, 1e-3],
+            optimizer=[optimizer],
+        )
     return trials
 
 
@@ -122,10 +126,15 @@ def mobilenetv2_lr() -> list[seq.Sequence]:
     out: list[seq.Sequence] = []
     out += [seq.StepLR(0.1, g, m) for m in milestones for g in gammas]
     out += [seq.Warmup(10, 0.1, then=seq.StepLR(0.1, g, m)) for m in milestones for g in gammas]
-    out += [seq.Warmup(10, 0.1, then=seq.Exponential(0.1, g))
-            for g in (0.95, 0.955, 0.96, 0.965, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995)]
-    out += [seq.Warmup(10, 0.1, then=seq.CosineWarmRestarts(0.1, t, m))
-            for t in (10, 20, 30, 40, 50) for m in (1, 2)]
+    out += [
+        seq.Warmup(10, 0.1, then=seq.Exponential(0.1, g))
+        for g in (0.95, 0.955, 0.96, 0.965, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995)
+    ]
+    out += [
+        seq.Warmup(10, 0.1, then=seq.CosineWarmRestarts(0.1, t, m))
+        for t in (10, 20, 30, 40, 50)
+        for m in (1, 2)
+    ]
     out += [seq.Cyclic(b, 0.1, up) for b in (0.001, 0.01) for up in (10, 15, 20, 25, 30)]
     return out
 
@@ -133,12 +142,15 @@ def mobilenetv2_lr() -> list[seq.Sequence]:
 def mobilenetv2_space() -> list[hd.Trial]:
     """240 trials: 60 lr x batch size 128 or 128->256 at 100 x cutout 16 or 16/18/20 at 80/100,
     SGD (momentum 0.9, weight decay 4e-5)."""
-    return list(hd.GridSpace(
-        lr=mobilenetv2_lr(),
-        batch_size=[seq.Constant(128), seq.MultiStep([128, 256], [100])],
-        cutout=[seq.Constant(16), seq.MultiStep([16, 18, 20], [80, 100])],
-        optimizer=["sgd_momentum"], weight_decay=[4e-5],
-    ))
+    return list(
+        hd.GridSpace(
+            lr=mobilenetv2_lr(),
+            batch_size=[seq.Constant(128), seq.MultiStep([128, 256], [100])],
+            cutout=[seq.Constant(16), seq.MultiStep([16, 18, 20], [80, 100])],
+            optimizer=["sgd_momentum"],
+            weight_decay=[4e-5],
+        )
+    )
 
 
 # -- the synthetic trainer -------------------------------------------------------------------------
@@ -185,7 +197,9 @@ class Curve:
 
     def curve(self, trial: hd.Trial, steps: int) -> np.ndarray:
         fixed = trial.fixed
-        values = {name: s.values(0, steps).astype(np.float64) for name, s in trial.sequences.items()}
+        values = {
+            name: s.values(0, steps).astype(np.float64) for name, s in trial.sequences.items()
+        }
         lr, batch = values["lr"], values["batch_size"]
         momentum = values.get("momentum", np.full(steps, 0.9))
         cutout = values.get("cutout", np.full(steps, 16.0))
@@ -204,8 +218,13 @@ class Curve:
             e = lr[t] * 15.0 if optimizer == "adam" else lr[t] / (1.0 - momentum[t])
             aug = cutout[t] - 16.0
             n += 0.35 * (e * 128.0 / batch[t] * (1.0 + 0.01 * aug) - n)
-            f += (1.0 - f) * speed * min(e, 1.5) ** 0.7 * (128.0 / batch[t]) ** 0.3 \
+            f += (
+                (1.0 - f)
+                * speed
+                * min(e, 1.5) ** 0.7
+                * (128.0 / batch[t]) ** 0.3
                 * (1.0 - 0.02 * aug)
+            )
             d += 0.003 * max(0.0, e - (0.25 + 4.0 * f))
             u = zlib.crc32(struct.pack("<iddd", t, lr[t], batch[t], momentum[t]), key)
             w = 0.6 * w + 0.4 * (u / 2**31 - 1.0)
@@ -221,15 +240,29 @@ def _sha(trials: list[hd.Trial], workers: int, sharing: bool) -> Any:
 
 
 def _asha(trials: list[hd.Trial], workers: int, sharing: bool) -> Any:
-    return hd.tuners.ASHA(trials, METRIC, min_steps=15, max_steps=120, reduction=4,
-                          n_trials=len(trials), max_concurrent=workers)
+    return hd.tuners.ASHA(
+        trials,
+        METRIC,
+        min_steps=15,
+        max_steps=120,
+        reduction=4,
+        n_trials=len(trials),
+        max_concurrent=workers,
+    )
 
 
 def _asha_default(trials: list[hd.Trial], workers: int, sharing: bool) -> Any:
     # With sharing, the tuner's default: no cap. The baseline keeps one request per worker,
     # its fastest setting. same_study() checks that both make the same decisions.
-    return hd.tuners.ASHA(trials, METRIC, min_steps=15, max_steps=120, reduction=4,
-                          n_trials=len(trials), max_concurrent=None if sharing else workers)
+    return hd.tuners.ASHA(
+        trials,
+        METRIC,
+        min_steps=15,
+        max_steps=120,
+        reduction=4,
+        n_trials=len(trials),
+        max_concurrent=None if sharing else workers,
+    )
 
 
 def _grid(trials: list[hd.Trial], workers: int, sharing: bool) -> Any:
@@ -251,14 +284,54 @@ class Setup:
 
 
 SETUPS = [
-    Setup("sha", "ResNet56 SHA", "resnet56", resnet56_space, _sha,
-          120, 448, 2.447, 402.66 / 83.7, 13.92 / 5.76),
-    Setup("asha", "ResNet56 ASHA, 40 in flight", "resnet56", resnet56_space, _asha,
-          120, 448, 2.447, 544.36 / 139.03, 17.6 / 7.4),
-    Setup("asha-default", "ResNet56 ASHA, no cap (default) with sharing", "resnet56",
-          resnet56_space, _asha_default, 120, 448, 2.447, 544.36 / 139.03, 17.6 / 7.4),
-    Setup("grid", "MobileNetV2 grid", "mobilenetv2", mobilenetv2_space, _grid,
-          120, 240, 3.144, 917.11 / 291.48, 28.815 / 10.43),
+    Setup(
+        "sha",
+        "ResNet56 SHA",
+        "resnet56",
+        resnet56_space,
+        _sha,
+        120,
+        448,
+        2.447,
+        402.66 / 83.7,
+        13.92 / 5.76,
+    ),
+    Setup(
+        "asha",
+        "ResNet56 ASHA, 40 in flight",
+        "resnet56",
+        resnet56_space,
+        _asha,
+        120,
+        448,
+        2.447,
+        544.36 / 139.03,
+        17.6 / 7.4,
+    ),
+    Setup(
+        "asha-default",
+        "ResNet56 ASHA, no cap (default) with sharing",
+        "resnet56",
+        resnet56_space,
+        _asha_default,
+        120,
+        448,
+        2.447,
+        544.36 / 139.03,
+        17.6 / 7.4,
+    ),
+    Setup(
+        "grid",
+        "MobileNetV2 grid",
+        "mobilenetv2",
+        mobilenetv2_space,
+        _grid,
+        120,
+        240,
+        3.144,
+        917.11 / 291.48,
+        28.815 / 10.43,
+    ),
 ]
 
 
@@ -270,8 +343,12 @@ def space_stats(trials: Sequence[hd.Trial], steps: int) -> PlanStats:
     return plan.stats()
 
 
-def list_schedule(trials: Sequence[hd.Trial], steps: int, seconds: Callable[[hd.Trial, int, int], float],
-                  workers: int) -> float:
+def list_schedule(
+    trials: Sequence[hd.Trial],
+    steps: int,
+    seconds: Callable[[hd.Trial, int, int], float],
+    workers: int,
+) -> float:
     """Seconds a zero-overhead list schedule takes for the whole stage tree of ``trials`` at
     ``steps``: any stage on any free worker once its parent stage is done, longest remaining
     time first (what the tree's shape allows, without chains, pinning or fixed costs)."""
@@ -314,15 +391,29 @@ class Run:
     longest: float  # seconds of pure training of the longest trial path the tuner finished
 
 
-def run_setup(setup: Setup, *, sharing: bool, workers: int = WORKERS, costs: Costs = Costs(),
-              final_epochs: int = 100, trials: list[hd.Trial] | None = None,
-              batch256: float = BATCH256, withdraw_after: float | None = WITHDRAW_AFTER) -> Run:
+def run_setup(
+    setup: Setup,
+    *,
+    sharing: bool,
+    workers: int = WORKERS,
+    costs: Costs = Costs(),  # noqa: B008
+    final_epochs: int = 100,
+    trials: list[hd.Trial] | None = None,
+    batch256: float = BATCH256,
+    withdraw_after: float | None = WITHDRAW_AFTER,
+) -> Run:
     """Run ``setup``'s tuner on a fresh :class:`VirtualStudy`, then train its best trial on."""
     trials = setup.trials() if trials is None else trials
     curve = Curve(setup.max_steps + final_epochs)
     seconds = step_seconds(setup.model, batch256)
-    study = VirtualStudy(workers=workers, metrics=curve, seconds=seconds, costs=costs,
-                         sharing=sharing, withdraw_after=withdraw_after)
+    study = VirtualStudy(
+        workers=workers,
+        metrics=curve,
+        seconds=seconds,
+        costs=costs,
+        sharing=sharing,
+        withdraw_after=withdraw_after,
+    )
     tuner = setup.tuner(trials, workers, sharing)
 
     async def main() -> tuple[Snapshot, Snapshot, int, float]:
@@ -357,14 +448,19 @@ def _ratio(a: float, b: float) -> float:
 def report(setup: Setup, shared: Run, alone: Run, p_space: PlanStats) -> list[str]:
     """Two table rows: the tuner alone, and with the best trial's final epochs (verdicts)."""
     rows = []
-    for label, s, u in (("tuner", shared.tuned, alone.tuned), ("+ final", shared.final, alone.final)):
+    for label, s, u in (
+        ("tuner", shared.tuned, alone.tuned),
+        ("+ final", shared.final, alone.final),
+    ):
         gpu = _ratio(u.worker_seconds, s.worker_seconds)
         e2e = _ratio(u.time, s.time)
         explored = _ratio(s.requested_steps, s.unique_steps)
         verdict = "-"
         if label == "+ final":
-            verdict = (f"{'met' if gpu > setup.paper_gpu else '**NOT met**'} / "
-                       f"{'met' if e2e > setup.paper_e2e else '**NOT met**'}")
+            verdict = (
+                f"{'met' if gpu > setup.paper_gpu else '**NOT met**'} / "
+                f"{'met' if e2e > setup.paper_e2e else '**NOT met**'}"
+            )
         rows.append(
             f"| {setup.name} | {label} | {p_space.trials} ({setup.paper_trials}) | "
             f"{p_space.merge_rate:.3f} ({setup.paper_p:.3f}) | {explored:.3f} | "
@@ -396,8 +492,12 @@ def bound_note(setup: Setup, shared: Run, alone: Run, workers: int, ideal: float
         f"{floor / 3600:.2f} h; the final epochs add {extra / 3600:.2f} h in both; the paper's "
         f"e2e ratio with them needs the tuner part <= {needed / 3600:.2f} h"
         + (" (below the lower bound: out of reach)" if needed < floor else "")
-        + ("" if ideal is None else f"; a zero-overhead stage-level list schedule of the whole "
-           f"stage tree takes {ideal / 3600:.2f} h")
+        + (
+            ""
+            if ideal is None
+            else f"; a zero-overhead stage-level list schedule of the whole "
+            f"stage tree takes {ideal / 3600:.2f} h"
+        )
     )
 
 
@@ -415,12 +515,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=float, default=15.0, help="seconds per stage start")
     parser.add_argument("--save", type=float, default=1.0, help="seconds per checkpoint")
     parser.add_argument("--evaluate", type=float, default=5.0, help="seconds per evaluation")
-    parser.add_argument("--batch256", type=float, default=BATCH256,
-                        help="time of a batch-256 epoch / a batch-128 epoch")
+    parser.add_argument(
+        "--batch256",
+        type=float,
+        default=BATCH256,
+        help="time of a batch-256 epoch / a batch-128 epoch",
+    )
     parser.add_argument("--final-epochs", type=int, default=100)
     parser.add_argument("--only", choices=[s.key for s in SETUPS], action="append")
-    parser.add_argument("--no-withdraw", action="store_true",
-                        help="queued chains stay behind busy workers (the driver before 2026-12-01)")
+    parser.add_argument(
+        "--no-withdraw",
+        action="store_true",
+        help="queued chains stay behind busy workers (the driver before 2026-12-01)",
+    )
     args = parser.parse_args(argv)
     costs = Costs(start=args.start, save=args.save, evaluate=args.evaluate)
     chosen = [s for s in SETUPS if not args.only or s.key in args.only]
@@ -432,30 +539,42 @@ def main(argv: list[str] | None = None) -> int:
         trials = setup.trials()
         p_space = space_stats(trials, setup.max_steps)
         shared, alone = (
-            run_setup(setup, sharing=sharing, workers=args.workers, costs=costs,
-                      final_epochs=args.final_epochs, trials=trials, batch256=args.batch256,
-                      withdraw_after=None if args.no_withdraw else WITHDRAW_AFTER)
+            run_setup(
+                setup,
+                sharing=sharing,
+                workers=args.workers,
+                costs=costs,
+                final_epochs=args.final_epochs,
+                trials=trials,
+                batch256=args.batch256,
+                withdraw_after=None if args.no_withdraw else WITHDRAW_AFTER,
+            )
             for sharing in (True, False)
         )
         lines += report(setup, shared, alone, p_space)
         ideal = None
         if setup.key == "grid":
-            ideal = list_schedule(trials, setup.max_steps,
-                                  step_seconds(setup.model, args.batch256), args.workers)
+            ideal = list_schedule(
+                trials, setup.max_steps, step_seconds(setup.model, args.batch256), args.workers
+            )
         notes.append(bound_note(setup, shared, alone, args.workers, ideal))
         shared_runs[setup.key] = shared
     if "asha" in shared_runs and "asha-default" in shared_runs:
         same = same_study(shared_runs["asha"], shared_runs["asha-default"])
-        notes.append(f"- ASHA with 40 in flight and with no cap (shared): same requests and "
-                     f"decisions: {'yes' if same else 'NO'}")
+        notes.append(
+            f"- ASHA with 40 in flight and with no cap (shared): same requests and "
+            f"decisions: {'yes' if same else 'NO'}"
+        )
     print("\n".join(lines))
     print()
     print("\n".join(notes))
-    print(f"\nW = {args.workers} workers; costs: start {costs.start:g} s, save {costs.save:g} s, "
-          f"evaluate {costs.evaluate:g} s; epoch at batch 128: "
-          + ", ".join(f"{m} {s:g} s" for m, s in SECONDS.items())
-          + f", at 256: x{args.batch256:g}; final epochs {args.final_epochs}; simulated in "
-          f"{time.perf_counter() - began:.1f} s (Python {platform.python_version()})")
+    print(
+        f"\nW = {args.workers} workers; costs: start {costs.start:g} s, save {costs.save:g} s, "
+        f"evaluate {costs.evaluate:g} s; epoch at batch 128: "
+        + ", ".join(f"{m} {s:g} s" for m, s in SECONDS.items())
+        + f", at 256: x{args.batch256:g}; final epochs {args.final_epochs}; simulated in "
+        f"{time.perf_counter() - began:.1f} s (Python {platform.python_version()})"
+    )
     return 0
 
 

@@ -96,8 +96,14 @@ def build_space() -> hd.GridSpace:
     batch.append(seq.MultiStep([256, 128], milestones=[100]))  # 30 in all
     # Momentum: constant, or raised / lowered at some step.
     momentum: list[seq.Sequence] = [seq.Constant(m) for m in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)]
-    for before, after in ((0.9, 0.99), (0.8, 0.9), (0.5, 0.9), (0.9, 0.95), (0.85, 0.95),
-                          (0.99, 0.9)):
+    for before, after in (
+        (0.9, 0.99),
+        (0.8, 0.9),
+        (0.5, 0.9),
+        (0.9, 0.95),
+        (0.85, 0.95),
+        (0.99, 0.9),
+    ):
         for switch in (20, 50, 100, 150):
             momentum.append(seq.MultiStep([before, after], milestones=[switch]))  # 24
     for marks in ([30, 60], [50, 100], [100, 150]):
@@ -275,9 +281,13 @@ def _table(rows: list[dict[str, Any]]) -> str:
     previous: dict[str, Any] | None = None
     for r in rows:
         total = r["add"] + r["tree"]
-        growth = "" if previous is None else (
-            f"{total / (previous['add'] + previous['tree']):.1f}x time for "
-            f"{r['trials'] / previous['trials']:.0f}x trials"
+        growth = (
+            ""
+            if previous is None
+            else (
+                f"{total / (previous['add'] + previous['tree']):.1f}x time for "
+                f"{r['trials'] / previous['trials']:.0f}x trials"
+            )
         )
         lines.append(
             f"| {r['trials']:,} | {r['build']:.2f} | {r['add']:.2f} | {r['tree']:.2f} "
@@ -292,29 +302,48 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _persist_table(r: dict[str, Any]) -> str:
-    return "\n".join([
-        "| journaled plan (local dir) | open + add (s) | flush (s) | journal (MB) "
-        "| reopen + replay (s) | stage tree + critical path after replay (s) | peak RSS (MB) "
-        "| unique steps | merge rate | stages |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {r['trials']:,} trials | {r['open_add']:.2f} | {r['flush']:.2f} "
-        f"| {r['journal_mb']:.1f} | {r['reopen']:.2f} | {r['tree']:.2f} | {r['rss_peak']:.0f} "
-        f"| {r['unique']:,} | {r['merge_rate']:.2f} | {r['stages']:,} |",
-    ])
+    return "\n".join(
+        [
+            "| journaled plan (local dir) | open + add (s) | flush (s) | journal (MB) "
+            "| reopen + replay (s) | stage tree + critical path after replay (s) | peak RSS (MB) "
+            "| unique steps | merge rate | stages |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| {r['trials']:,} trials | {r['open_add']:.2f} | {r['flush']:.2f} "
+            f"| {r['journal_mb']:.1f} | {r['reopen']:.2f} | {r['tree']:.2f} | {r['rss_peak']:.0f} "
+            f"| {r['unique']:,} | {r['merge_rate']:.2f} | {r['stages']:,} |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
-                        help="numbers of trials (default: 1000 10000 100000)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1_000, 10_000, 100_000],
+        help="numbers of trials (default: 1000 10000 100000)",
+    )
     parser.add_argument("--steps", type=int, default=200, help="steps each trial asks for")
     parser.add_argument("--seed", type=int, default=0, help="seed of the grid's shuffle")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="fresh processes per row; the fastest times are shown (default 3)")
-    parser.add_argument("--persist", type=int, default=GOAL_TRIALS,
-                        help="trials for the journaled (SearchPlan.open) row; 0 skips it")
-    parser.add_argument("--profile", type=int, metavar="N",
-                        help="instead of the table, cProfile add + stage tree for N trials")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="fresh processes per row; the fastest times are shown (default 3)",
+    )
+    parser.add_argument(
+        "--persist",
+        type=int,
+        default=GOAL_TRIALS,
+        help="trials for the journaled (SearchPlan.open) row; 0 skips it",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="instead of the table, cProfile add + stage tree for N trials",
+    )
     parser.add_argument("--top", type=int, default=25, help="functions shown by --profile")
     parser.add_argument("--child", choices=["memory", "persist"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -333,30 +362,38 @@ def main(argv: list[str] | None = None) -> int:
 
     common = ["--steps", str(args.steps), "--seed", str(args.seed)]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"# planner: {args.steps} steps per trial, 3 sequential hyper-parameters, grid of "
-          f"{len(build_space()):,}; {os.cpu_count()} CPUs (load average {load} at start), "
-          f"Python {sys.version.split()[0]}, numpy {np.__version__}, hippo_dask "
-          f"{hd.__version__}; best of {args.repeat} fresh processes per row\n", flush=True)
+    print(
+        f"# planner: {args.steps} steps per trial, 3 sequential hyper-parameters, grid of "
+        f"{len(build_space()):,}; {os.cpu_count()} CPUs (load average {load} at start), "
+        f"Python {sys.version.split()[0]}, numpy {np.__version__}, hippo_dask "
+        f"{hd.__version__}; best of {args.repeat} fresh processes per row\n",
+        flush=True,
+    )
     rows = []
     for n in sorted(args.sizes):
         rows.append(_child(["--child", "memory", "--sizes", str(n), *common], args.repeat))
     print(_table(rows))
     if args.persist:
         print()
-        persisted = _child(["--child", "persist", "--sizes", str(args.persist), *common],
-                           args.repeat)
+        persisted = _child(
+            ["--child", "persist", "--sizes", str(args.persist), *common], args.repeat
+        )
         print(_persist_table(persisted))
     print()
-    print("Times: wall clock (time.perf_counter). Peak RSS: resource.getrusage(RUSAGE_SELF)"
-          ".ru_maxrss of the fresh process that measured the row (interpreter and imports "
-          "included).")
+    print(
+        "Times: wall clock (time.perf_counter). Peak RSS: resource.getrusage(RUSAGE_SELF)"
+        ".ru_maxrss of the fresh process that measured the row (interpreter and imports "
+        "included)."
+    )
     for r in rows:
         if r["trials"] == GOAL_TRIALS:
             total = r["add"] + r["tree"]
             ok = total <= GOAL_SECONDS and r["rss_peak"] <= GOAL_MB
-            print(f"Goal ({GOAL_TRIALS:,} trials, add -> stage tree + critical path, <= "
-                  f"{GOAL_SECONDS:g} s and <= {GOAL_MB:.0f} MB): {total:.2f} s, "
-                  f"{r['rss_peak']:.0f} MB -> {'met' if ok else 'MISSED'}")
+            print(
+                f"Goal ({GOAL_TRIALS:,} trials, add -> stage tree + critical path, <= "
+                f"{GOAL_SECONDS:g} s and <= {GOAL_MB:.0f} MB): {total:.2f} s, "
+                f"{r['rss_peak']:.0f} MB -> {'met' if ok else 'MISSED'}"
+            )
     return 0
 
 

@@ -118,6 +118,7 @@ def build_space(steps: int, seconds_per_step: float, optimizers: int = 4) -> hd.
     depend on ``steps``: lr constant, or x0.1 at (1/2, 3/4), (1/2, 9/10), (3/4, 9/10) of the
     run; batch size constant, or doubled at 1/4 or 1/2 of the run.
     """
+
     def at(fraction: float) -> int:
         return max(1, min(steps - 1, round(steps * fraction)))
 
@@ -129,8 +130,9 @@ def build_space(steps: int, seconds_per_step: float, optimizers: int = 4) -> hd.
         seq.MultiStep([128, 256], milestones=[at(m)]) for m in (0.25, 0.5)
     ]
     names = ["sgd", "adam", "adamw", "rmsprop", "lamb", "lion", "adagrad", "nadam"]
-    return hd.GridSpace(lr=lr, batch_size=batch, optimizer=names[:optimizers],
-                        seconds_per_step=[seconds_per_step])
+    return hd.GridSpace(
+        lr=lr, batch_size=batch, optimizer=names[:optimizers], seconds_per_step=[seconds_per_step]
+    )
 
 
 @dataclass
@@ -156,8 +158,17 @@ def shape_of(trials: list[hd.Trial], steps: int, *, sharing: bool) -> Shape:
     stats = plan.stats()
     tree = plan.stage_tree()
     path = tree.critical_path()
-    return Shape(len(trials), steps, stats.requested_steps, stats.unique_steps,
-                 stats.merge_rate, stats.nodes, len(tree), sum(s.steps for s in path), tree)
+    return Shape(
+        len(trials),
+        steps,
+        stats.requested_steps,
+        stats.unique_steps,
+        stats.merge_rate,
+        stats.nodes,
+        len(tree),
+        sum(s.steps for s in path),
+        tree,
+    )
 
 
 def list_schedule(tree: StageTree, workers: int) -> float:
@@ -187,7 +198,9 @@ class Trace:
     reports: list[Any] = field(default_factory=list)
     received: dict[str, float] = field(default_factory=dict)  # key -> driver got the report
     submitted: dict[str, float] = field(default_factory=dict)  # key -> driver submitted it
-    seen: dict[str, float] = field(default_factory=dict)  # key -> client's future done (Dask thread)
+    seen: dict[str, float] = field(
+        default_factory=dict
+    )  # key -> client's future done (Dask thread)
     timers: dict[str, list[float]] = field(default_factory=dict)  # name -> durations (s)
 
     def timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -237,14 +250,17 @@ def instrument(driver: Any, trace: Trace) -> None:
     def on_submit(action: Any, tree: Any) -> None:
         now = time.time()
         submit(action, tree)
-        for flight in driver.flights.queue(action.worker)[-len(action.chain):]:
+        for flight in driver.flights.queue(action.worker)[-len(action.chain) :]:
             trace.submitted.setdefault(flight.key, now)
             flight.future.add_done_callback(
-                lambda _, key=flight.key: trace.seen.setdefault(key, time.time()))
+                lambda _, key=flight.key: trace.seen.setdefault(key, time.time())
+            )
 
     submission.submit = trace.timed("submit a chain (_submit)", on_submit)
     driver._schedule = _timed_async(trace, "schedule pass (_schedule)", driver._schedule)
-    driver.dask.workers = _timed_async(trace, "scheduler identity RPC (workers)", driver.dask.workers)
+    driver.dask.workers = _timed_async(
+        trace, "scheduler identity RPC (workers)", driver.dask.workers
+    )
     driver.plan.flush = trace.timed("journal flush (plan.flush)", driver.plan.flush)
     driver.plan.stage_tree = trace.timed("stage tree (plan.stage_tree)", driver.plan.stage_tree)
     if driver.recorder is not None:
@@ -268,7 +284,9 @@ class TracedStudy(hd.Study):
 # -- analysis of one run -----------------------------------------------------------------------
 
 
-def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: float) -> dict[str, Any]:
+def analyse(
+    trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: float
+) -> dict[str, Any]:
     """Per-stage timelines -> overhead figures (see DEFINITIONS). ``t0``/``t1``: tune, time.time()."""
     reports = sorted(trace.reports, key=lambda r: r.started)
     by_uri: dict[str, Any] = {}
@@ -310,12 +328,18 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
                 to_driver.append(got - p.finished)
             if sent is not None:
                 prior = before.get(r.key)
-                dispatch.append(r.started - max(sent, p.finished,
-                                                prior.finished if prior is not None else t0))
+                dispatch.append(
+                    r.started - max(sent, p.finished, prior.finished if prior is not None else t0)
+                )
 
     # Integrate min(idle workers, ready-but-not-started stages) over [t0, t1].
-    marks = sorted({t0, t1, *(min(max(x, t0), t1) for r in reports
-                              for x in (ready[r.key], r.started, r.finished))})
+    marks = sorted(
+        {
+            t0,
+            t1,
+            *(min(max(x, t0), t1) for r in reports for x in (ready[r.key], r.started, r.finished)),
+        }
+    )
     idle_ready = 0.0
     for a, b in zip(marks, marks[1:]):
         mid = (a + b) / 2
@@ -370,14 +394,25 @@ def analyse(trace: Trace, t0: float, t1: float, workers: int, seconds_per_step: 
         "to_driver": to_driver,
         "dispatch": dispatch,
         "timers": {k: list(v) for k, v in trace.timers.items()},
-        "lanes": {w: [(r.key, r.started - t0, r.finished - t0, r.trained_steps, r.resumed_from)
-                      for r in lane] for w, lane in by_worker.items()},
+        "lanes": {
+            w: [
+                (r.key, r.started - t0, r.finished - t0, r.trained_steps, r.resumed_from)
+                for r in lane
+            ]
+            for w, lane in by_worker.items()
+        },
         "stage_log": [
-            {"key": r.key, "worker": r.worker, "resumed": r.resumed_from,
-             "producer": getattr(producer.get(r.key), "key", None),
-             "ready": ready[r.key] - t0, "started": r.started - t0, "finished": r.finished - t0,
-             "received": trace.received.get(r.key, t0) - t0,
-             "submitted": trace.submitted.get(r.key, t0) - t0}
+            {
+                "key": r.key,
+                "worker": r.worker,
+                "resumed": r.resumed_from,
+                "producer": getattr(producer.get(r.key), "key", None),
+                "ready": ready[r.key] - t0,
+                "started": r.started - t0,
+                "finished": r.finished - t0,
+                "received": trace.received.get(r.key, t0) - t0,
+                "submitted": trace.submitted.get(r.key, t0) - t0,
+            }
             for r in reports
         ],
     }
@@ -394,8 +429,10 @@ def _warm_worker() -> int:
     from hippo_dask.storage import FsspecCheckpointStore
 
     store = FsspecCheckpointStore(f"memory://hippo-sim-warm-{os.getpid()}/ckpt")
-    uri = store.save("warm", {"format": 1, "digest": "x", "step": 0,
-                              "trainer": {"digest": "x", "steps": 0, "hp": {}}})
+    uri = store.save(
+        "warm",
+        {"format": 1, "digest": "x", "step": 0, "trainer": {"digest": "x", "steps": 0, "hp": {}}},
+    )
     store.load(uri)
     return os.getpid()
 
@@ -409,18 +446,23 @@ async def _tune_or_give_up(study: TracedStudy, tuner: hd.Tuner, limit: float) ->
     driver = study._driver
     state = "no driver"
     if driver is not None:
-        state = (f"stages in flight {len(driver.flights)}, waiting requests "
-                 f"{driver.waiters.count()}, workers the driver lost "
-                 f"{sorted(driver.reports.dead)}, workers the scheduler has "
-                 f"{sorted(study.client.sync(study.client.scheduler.identity, n_workers=-1)['workers'])}")
+        state = (
+            f"stages in flight {len(driver.flights)}, waiting requests "
+            f"{driver.waiters.count()}, workers the driver lost "
+            f"{sorted(driver.reports.dead)}, workers the scheduler has "
+            f"{sorted(study.client.sync(study.client.scheduler.identity, n_workers=-1)['workers'])}"
+        )
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-    raise SystemExit(f"study {study.name!r} did not finish within {limit:.0f} s (engine hang?): {state}")
+    raise SystemExit(
+        f"study {study.name!r} did not finish within {limit:.0f} s (engine hang?): {state}"
+    )
 
 
-def run_one(client: Any, space: hd.GridSpace, steps: int, *, sharing: bool, name: str,
-            limit: float = 600.0) -> tuple[float, hd.Result, Trace, float, float]:
+def run_one(
+    client: Any, space: hd.GridSpace, steps: int, *, sharing: bool, name: str, limit: float = 600.0
+) -> tuple[float, hd.Result, Trace, float, float]:
     trace = Trace()
     with tempfile.TemporaryDirectory(prefix="hippo-sim-") as root:
         study = TracedStudy(name, SimulatedTrainer, storage=root, client=client, sharing=sharing)
@@ -437,13 +479,27 @@ def run_one(client: Any, space: hd.GridSpace, steps: int, *, sharing: bool, name
     return wall, result, trace, t0, t1
 
 
-def run_workers(workers: int, space: hd.GridSpace, steps: int, seconds_per_step: float,
-                shapes: dict[bool, Shape], unshared: bool) -> list[dict[str, Any]]:
+def run_workers(
+    workers: int,
+    space: hd.GridSpace,
+    steps: int,
+    seconds_per_step: float,
+    shapes: dict[bool, Shape],
+    unshared: bool,
+) -> list[dict[str, Any]]:
     from distributed import Client, LocalCluster
 
     rows = []
-    with LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address="127.0.0.1:0", processes=True) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            dashboard_address="127.0.0.1:0",
+            processes=True,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(workers)
         pids = client.run(_warm_worker)
         assert len(pids) == workers
@@ -453,27 +509,49 @@ def run_workers(workers: int, space: hd.GridSpace, steps: int, seconds_per_step:
         for sharing in (True, False) if unshared else (True,):
             shape = shapes[sharing]
             print(f"  W={workers} sharing={sharing}: running ...", flush=True)
-            wall, result, trace, t0, t1 = run_one(client, space, steps, sharing=sharing,
-                                                  name="shared" if sharing else "unshared",
-                                                  limit=60 + 5 * shape.unique * seconds_per_step)
+            wall, result, trace, t0, t1 = run_one(
+                client,
+                space,
+                steps,
+                sharing=sharing,
+                name="shared" if sharing else "unshared",
+                limit=60 + 5 * shape.unique * seconds_per_step,
+            )
             info = analyse(trace, t0, t1, workers, seconds_per_step)
             lb_steps = max(shape.critical_path, shape.unique / workers)
             ideal_steps = list_schedule(shape.tree, workers)
             row = {
-                "workers": workers, "sharing": sharing, "wall": wall,
-                "lb": lb_steps * seconds_per_step, "ideal": ideal_steps * seconds_per_step,
-                "stats": {k: getattr(result.stats, k) for k in (
-                    "trials", "requested_steps", "unique_steps", "merge_rate", "executed_steps",
-                    "stages", "worker_seconds", "stages_resumed_in_memory",
-                    "stages_resumed_from_checkpoint", "stages_from_scratch")},
+                "workers": workers,
+                "sharing": sharing,
+                "wall": wall,
+                "lb": lb_steps * seconds_per_step,
+                "ideal": ideal_steps * seconds_per_step,
+                "stats": {
+                    k: getattr(result.stats, k)
+                    for k in (
+                        "trials",
+                        "requested_steps",
+                        "unique_steps",
+                        "merge_rate",
+                        "executed_steps",
+                        "stages",
+                        "worker_seconds",
+                        "stages_resumed_in_memory",
+                        "stages_resumed_from_checkpoint",
+                        "stages_from_scratch",
+                    )
+                },
                 **info,
             }
             expected = shape.unique
             if result.stats.executed_steps != expected:
                 print(f"  ! executed {result.stats.executed_steps} steps, expected {expected}")
             rows.append(row)
-            print(f"  W={workers} sharing={sharing}: {wall:.2f} s (LB {row['lb']:.2f} s, ideal "
-                  f"{row['ideal']:.2f} s), {info['stages']} stages", flush=True)
+            print(
+                f"  W={workers} sharing={sharing}: {wall:.2f} s (LB {row['lb']:.2f} s, ideal "
+                f"{row['ideal']:.2f} s), {info['stages']} stages",
+                flush=True,
+            )
     return rows
 
 
@@ -517,10 +595,16 @@ def main_table(rows: list[dict[str, Any]]) -> str:
 
 
 def driver_table(rows: list[dict[str, Any]]) -> str:
-    names = ["schedule pass (_schedule)", "scheduler identity RPC (workers)",
-             "stage tree (plan.stage_tree)", "submit a chain (_submit)",
-             "report handling (_done)", "journal flush (plan.flush)", "zarr metrics append",
-             "zarr stages append"]
+    names = [
+        "schedule pass (_schedule)",
+        "scheduler identity RPC (workers)",
+        "stage tree (plan.stage_tree)",
+        "submit a chain (_submit)",
+        "report handling (_done)",
+        "journal flush (plan.flush)",
+        "zarr metrics append",
+        "zarr stages append",
+    ]
     names = [n for n in names if any(n in r["timers"] for r in rows)]
     head = " | ".join(f"{n}: calls, ms each, s total" for n in names)
     lines = [
@@ -552,8 +636,10 @@ def gap_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         n = r["stages"]
         cells = [f"{_ms(r['gaps'][name], n):.1f}" for name in GAPS]
-        lines.append(f"| {r['workers']} | {'yes' if r['sharing'] else 'no'} "
-                     f"| {_ms(sum(r['gaps'].values()), n):.1f} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['workers']} | {'yes' if r['sharing'] else 'no'} "
+            f"| {_ms(sum(r['gaps'].values()), n):.1f} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -575,7 +661,9 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         f"W={r['workers']})"
     )
     exact = all(r["stats"]["executed_steps"] == r["stats"]["unique_steps"] for r in rows)
-    out.append(f"Executed steps == the plan's unique steps in every run: {'yes' if exact else 'NO'}")
+    out.append(
+        f"Executed steps == the plan's unique steps in every run: {'yes' if exact else 'NO'}"
+    )
     return out
 
 
@@ -593,28 +681,49 @@ def machine() -> str:
     import distributed
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs ({cpu}, load average {load}), Linux {platform.release()}, Python "
-            f"{platform.python_version()}, dask/distributed {dask.__version__}/"
-            f"{distributed.__version__}, hippo_dask {hd.__version__}")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}, load average {load}), Linux {platform.release()}, Python "
+        f"{platform.python_version()}, dask/distributed {dask.__version__}/"
+        f"{distributed.__version__}, hippo_dask {hd.__version__}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8],
-                        help="numbers of workers W (default: 1 2 4 8)")
-    parser.add_argument("--seconds-per-step", type=float, default=0.005,
-                        help="simulated compute per step (default 0.005)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8],
+        help="numbers of workers W (default: 1 2 4 8)",
+    )
+    parser.add_argument(
+        "--seconds-per-step",
+        type=float,
+        default=0.005,
+        help="simulated compute per step (default 0.005)",
+    )
     parser.add_argument("--steps", type=int, default=300, help="steps every trial trains (300)")
-    parser.add_argument("--optimizers", type=int, default=4, choices=range(1, 9),
-                        help="optimizer axis size: trials = 12 x this (default 4)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: W = 1 2, 60 steps, 0.002 s/step; records nothing")
+    parser.add_argument(
+        "--optimizers",
+        type=int,
+        default=4,
+        choices=range(1, 9),
+        help="optimizer axis size: trials = 12 x this (default 4)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: W = 1 2, 60 steps, 0.002 s/step; records nothing",
+    )
     parser.add_argument("--no-unshared", action="store_true", help="skip sharing=False")
     parser.add_argument("--no-record", action="store_true", help=f"do not append to {RESULTS.name}")
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file to append to")
     parser.add_argument("--trace", type=Path, help="write per-stage lanes and timers as JSON")
     args = parser.parse_args(argv)
-    command = "python benchmarks/sim.py" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    command = "python benchmarks/sim.py" + "".join(
+        f" {a}" for a in (sys.argv[1:] if argv is None else argv)
+    )
     if args.quick:
         args.workers, args.steps, args.seconds_per_step = [1, 2], 60, 0.002
         args.no_record = True
@@ -624,8 +733,10 @@ def main(argv: list[str] | None = None) -> int:
 
     space = build_space(args.steps, args.seconds_per_step, args.optimizers)
     trials = list(space)
-    shapes = {True: shape_of(trials, args.steps, sharing=True),
-              False: shape_of(trials, args.steps, sharing=False)}
+    shapes = {
+        True: shape_of(trials, args.steps, sharing=True),
+        False: shape_of(trials, args.steps, sharing=False),
+    }
     s = shapes[True]
     header = (
         f"{s.trials} trials x {args.steps} steps at {args.seconds_per_step:g} s/step: requested "
@@ -637,15 +748,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {header}\n# {machine()}\n", flush=True)
     lb_line = ", ".join(
         f"W={w}: LB {max(s.critical_path, s.unique / w) * args.seconds_per_step:.2f} s / ideal "
-        f"{list_schedule(s.tree, w) * args.seconds_per_step:.2f} s" for w in args.workers
+        f"{list_schedule(s.tree, w) * args.seconds_per_step:.2f} s"
+        for w in args.workers
     )
     print(f"# sharing=True {lb_line}\n", flush=True)
 
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for workers in args.workers:
-        rows.extend(run_workers(workers, space, args.steps, args.seconds_per_step, shapes,
-                                not args.no_unshared))
+        rows.extend(
+            run_workers(
+                workers, space, args.steps, args.seconds_per_step, shapes, not args.no_unshared
+            )
+        )
     total = time.perf_counter() - started
 
     table, details = main_table(rows), driver_table(rows) + "\n\n" + gap_table(rows)
@@ -670,10 +785,15 @@ def engine_version() -> str:
     package = Path(hd.__file__).resolve().parent
     git = ["git", "-C", str(package)]
     try:
-        commit = subprocess.run([*git, "log", "-1", "--format=%h", "--", "."], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            [*git, "log", "-1", "--format=%h", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "engine as installed"
     if not commit:
@@ -681,28 +801,37 @@ def engine_version() -> str:
     return f"engine at commit {commit}" + (" + local changes" if dirty else "")
 
 
-def record(path: Path, command: str, header: str, table: str, details: str,
-           verdicts: list[str], total: float) -> None:
+def record(
+    path: Path,
+    command: str,
+    header: str,
+    table: str,
+    details: str,
+    verdicts: list[str],
+    total: float,
+) -> None:
     """Append a dated run under the section heading (creating the section if needed)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    run = "\n".join([
-        f"### Run of {datetime.date.today().isoformat()} - {engine_version()}",
-        "",
-        f"Command: `{command}` (benchmark total {total:.0f} s)",
-        "",
-        f"Machine: {machine()}",
-        "",
-        f"Space: {header}",
-        "",
-        table,
-        "",
-        "Driver and Dask details (latencies: median / p90 / max over stages):",
-        "",
-        details,
-        "",
-        *[f"- {v}" for v in verdicts],
-        "",
-    ])
+    run = "\n".join(
+        [
+            f"### Run of {datetime.date.today().isoformat()} - {engine_version()}",
+            "",
+            f"Command: `{command}` (benchmark total {total:.0f} s)",
+            "",
+            f"Machine: {machine()}",
+            "",
+            f"Space: {header}",
+            "",
+            table,
+            "",
+            "Driver and Dask details (latencies: median / p90 / max over stages):",
+            "",
+            details,
+            "",
+            *[f"- {v}" for v in verdicts],
+            "",
+        ]
+    )
     if HEADING not in text:
         text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{DEFINITIONS}\n"
     # Insert this run at the end of the section (before the next "## " heading, if any).

@@ -27,12 +27,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-import hippo_dask as hd  # noqa: E402
 from digits_grid import SPACE  # noqa: E402
+
+import hippo_dask as hd  # noqa: E402
 from hippo_dask.testing.digits import DigitsTrainer  # noqa: E402
 
-JOB = {"gpus_per_job": 0, "walltime": "00:30:00", "cores": 1, "memory": "2GB", "interface": "lo",
-       "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"}}
+JOB = {
+    "gpus_per_job": 0,
+    "walltime": "00:30:00",
+    "cores": 1,
+    "memory": "2GB",
+    "interface": "lo",
+    "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"},
+}
 
 
 def study_on(client: Any, storage: str, steps: int) -> tuple[float, hd.Result, hd.Study]:
@@ -61,8 +68,12 @@ def measure(kind: str, jobs: int, steps: int) -> dict[str, Any]:
             stages = study.metrics_store.read_stages()
             row["first stage s"] = float(stages["started"].min()) - asked
             row["executed"] = result.stats.executed_steps
-            row["best"] = result.best.metrics["val_acc"] if result.best and result.best.metrics else None
-            names = {a: str(w["name"]) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+            row["best"] = (
+                result.best.metrics["val_acc"] if result.best and result.best.metrics else None
+            )
+            names = {
+                a: str(w["name"]) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+            }
             row["workers"] = sorted({names.get(a, a) for a in stages["worker"]})
         with tempfile.TemporaryDirectory() as storage:
             row["warm s"], again, _ = study_on(client, storage, steps)
@@ -76,19 +87,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
     rows = [measure("slurm", args.jobs, args.steps), measure("local", args.jobs, args.steps)]
-    print(f"# digits grid: {len(SPACE)} trials x {args.steps} steps, {args.jobs} workers "
-          f"(SLURM: {args.jobs} jobs of one CPU worker); {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}\n")
-    print("| cluster | cluster call returns (s) | call -> first stage training (s) "
-          "| call -> result (s) | study on warm workers (s) | executed steps | best val_acc | workers |")
+    print(
+        f"# digits grid: {len(SPACE)} trials x {args.steps} steps, {args.jobs} workers "
+        f"(SLURM: {args.jobs} jobs of one CPU worker); {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        "| cluster | cluster call returns (s) | call -> first stage training (s) "
+        "| call -> result (s) | study on warm workers (s) | executed steps | best val_acc | workers |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['kind']} | {r['cluster call s']:.1f} | {r['first stage s']:.1f} | {r['cold s']:.1f} "
-              f"| {r['warm s']:.1f} | {r['executed']:,} | {r['best']:.4f} | {', '.join(r['workers'])} |")
+        print(
+            f"| {r['kind']} | {r['cluster call s']:.1f} | {r['first stage s']:.1f} | {r['cold s']:.1f} "
+            f"| {r['warm s']:.1f} | {r['executed']:,} | {r['best']:.4f} | {', '.join(r['workers'])} |"
+        )
     slurm, local = rows
-    print(f"\nSLURM / local: {slurm['cold s'] / local['cold s']:.2f}x from the cluster call, "
-          f"{slurm['warm s'] / local['warm s']:.2f}x on warm workers; same executed steps and best: "
-          f"{slurm['executed'] == local['executed'] and slurm['best'] == local['best']}")
+    print(
+        f"\nSLURM / local: {slurm['cold s'] / local['cold s']:.2f}x from the cluster call, "
+        f"{slurm['warm s'] / local['warm s']:.2f}x on warm workers; same executed steps and best: "
+        f"{slurm['executed'] == local['executed'] and slurm['best'] == local['best']}"
+    )
 
 
 if __name__ == "__main__":

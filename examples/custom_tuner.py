@@ -28,11 +28,13 @@ class ExtendTheLeaders(hd.Tuner):
         alive, steps = self.trials, self.start
         while True:
             results = await hd.wait_all(study.train(t, steps) for t in alive)
-            scored = [(self.score(r if isinstance(r, dict) else None), i) for i, r in enumerate(results)]
+            scored = [
+                (self.score(r if isinstance(r, dict) else None), i) for i, r in enumerate(results)
+            ]
             ranked = [alive[i] for _, i in sorted(scored, key=lambda s: (-s[0], s[1]))]
             if steps >= self.max_steps:
                 return
-            self.dropped.update(t.id for t in ranked[self.keep:])
+            self.dropped.update(t.id for t in ranked[self.keep :])
             alive, steps = ranked[: self.keep], min(2 * steps, self.max_steps)
 
     def trial_status(self, trial):
@@ -51,8 +53,13 @@ if __name__ == "__main__":
 
     with hd.Study("digits-leaders", DigitsTrainer, storage="./hippo-runs") as study:
         result = study.tune(ExtendTheLeaders(SPACE, metric="val_acc", start=50, max_steps=400))
-    print(result.trials[["optimizer", "lr", "batch_size", "steps", "status", "val_acc"]]
-          .sort_values("steps", ascending=False).to_string(index=False))
+    print(
+        result.trials[["optimizer", "lr", "batch_size", "steps", "status", "val_acc"]]
+        .sort_values("steps", ascending=False)
+        .to_string(index=False)
+    )
     print("best:", result.best.config if result.best else None)
     s = result.stats
-    print(f"requested {s.requested_steps} steps, executed {s.executed_steps} (merge rate {s.merge_rate:.2f})")
+    print(
+        f"requested {s.requested_steps} steps, executed {s.executed_steps} (merge rate {s.merge_rate:.2f})"
+    )

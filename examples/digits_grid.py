@@ -23,7 +23,11 @@ STEPS = 600  # minibatches; about 13 epochs at batch size 32
 SPACE = hd.GridSpace(
     lr=[
         # Step decays that agree for the first 300 steps, then branch at 300, 400, 450, 550.
-        *[seq.StepLR(0.1, gamma=0.1, milestones=[m1, m2]) for m1 in (300, 400) for m2 in (450, 550)],
+        *[
+            seq.StepLR(0.1, gamma=0.1, milestones=[m1, m2])
+            for m1 in (300, 400)
+            for m2 in (450, 550)
+        ],
         # Two warm-ups that share their ramp.
         seq.Warmup(50, 0.1, then=seq.Exponential(0.1, gamma=0.996)),
         seq.Warmup(50, 0.1, then=seq.StepLR(0.1, gamma=0.1, milestones=[350, 500])),
@@ -37,6 +41,7 @@ SPACE = hd.GridSpace(
     seed=[0],
 )
 
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default="./hippo-runs", help="where the study is kept")
@@ -45,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     with hd.Study("digits-grid", DigitsTrainer, storage=args.storage) as study:
-        print(f"{len(SPACE)} trials x {args.steps} steps on {len(study.client.nthreads())} "
-              f"workers; storage {study.root}")
+        print(
+            f"{len(SPACE)} trials x {args.steps} steps on {len(study.client.nthreads())} "
+            f"workers; storage {study.root}"
+        )
         result = study.tune(hd.tuners.Grid(SPACE, metric="val_acc", mode="max", steps=args.steps))
 
     table = result.trials.sort_values("val_acc", ascending=False)
@@ -68,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Wall-clock {s.wall_seconds:.1f} s."
     )
     if s.executed_steps == 0:
-        print("Nothing was trained: every answer came from the stored plan. "
-              "Delete the storage folder to train again.")
+        print(
+            "Nothing was trained: every answer came from the stored plan. "
+            "Delete the storage folder to train again."
+        )
 
 
 if __name__ == "__main__":

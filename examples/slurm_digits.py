@@ -35,7 +35,11 @@ from hippo_dask.testing.digits import DigitsTrainer
 
 SPACE = hd.GridSpace(
     lr=[
-        *[seq.StepLR(0.1, gamma=0.1, milestones=[m1, m2]) for m1 in (300, 400) for m2 in (450, 550)],
+        *[
+            seq.StepLR(0.1, gamma=0.1, milestones=[m1, m2])
+            for m1 in (300, 400)
+            for m2 in (450, 550)
+        ],
         seq.Warmup(50, 0.1, then=seq.Exponential(0.1, gamma=0.996)),
         seq.Warmup(50, 0.1, then=seq.StepLR(0.1, gamma=0.1, milestones=[350, 500])),
     ],
@@ -47,9 +51,16 @@ SPACE = hd.GridSpace(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default="./hippo-runs", help="shared path or s3://bucket/prefix")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="fsspec option, e.g. endpoint_url=https://...")
+    parser.add_argument(
+        "--storage", default="./hippo-runs", help="shared path or s3://bucket/prefix"
+    )
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec option, e.g. endpoint_url=https://...",
+    )
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--gpus-per-job", type=int, default=1, help="0: CPU workers")
     parser.add_argument("--jobs", type=int, default=None)
@@ -60,8 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, help="per job (default: one per worker)")
     parser.add_argument("--memory", help="per job, e.g. 32GB (default: 4 GiB per worker)")
     parser.add_argument("--interface", help="network interface of workers and scheduler, e.g. ib0")
-    parser.add_argument("--prologue", action="append", default=[],
-                        help="a line to run in each job first (module load ..., conda activate ...)")
+    parser.add_argument(
+        "--prologue",
+        action="append",
+        default=[],
+        help="a line to run in each job first (module load ..., conda activate ...)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -73,16 +88,27 @@ def main(argv: list[str] | None = None) -> None:
         options["scheduler_options"] = {"interface": args.interface}
     started = time.monotonic()
     with hd.cluster.slurm(
-        gpus_per_job=args.gpus_per_job, jobs=args.jobs, partition=args.partition,
-        account=args.account, walltime=args.walltime,
-        adaptive=tuple(args.adaptive) if args.adaptive else None, **options,
+        gpus_per_job=args.gpus_per_job,
+        jobs=args.jobs,
+        partition=args.partition,
+        account=args.account,
+        walltime=args.walltime,
+        adaptive=tuple(args.adaptive) if args.adaptive else None,
+        **options,
     ) as client:
         print(client.cluster.job_script())
         storage_options = dict(item.split("=", 1) for item in args.storage_option)
-        study = hd.Study("digits-slurm", DigitsTrainer, storage=args.storage, client=client,
-                         storage_options=storage_options)
-        print(f"{len(SPACE)} trials x {args.steps} steps; storage {study.root}; "
-              f"dashboard {client.dashboard_link}")
+        study = hd.Study(
+            "digits-slurm",
+            DigitsTrainer,
+            storage=args.storage,
+            client=client,
+            storage_options=storage_options,
+        )
+        print(
+            f"{len(SPACE)} trials x {args.steps} steps; storage {study.root}; "
+            f"dashboard {client.dashboard_link}"
+        )
         result = study.tune(hd.tuners.Grid(SPACE, metric="val_acc", mode="max", steps=args.steps))
         frame = study.metrics_store.read_stages()
         names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
@@ -92,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     if best is not None:
         print(f"\nBest: {best.config}\n      {best.metrics}")
     s = result.stats
-    print(f"\nSteps requested {s.requested_steps:,}, unique {s.unique_steps:,}, executed "
-          f"{s.executed_steps:,}; {s.stages} stages in SLURM jobs {', '.join(jobs) or '-'}; "
-          f"wall-clock {time.monotonic() - started:.1f} s with the jobs' start.")
+    print(
+        f"\nSteps requested {s.requested_steps:,}, unique {s.unique_steps:,}, executed "
+        f"{s.executed_steps:,}; {s.stages} stages in SLURM jobs {', '.join(jobs) or '-'}; "
+        f"wall-clock {time.monotonic() - started:.1f} s with the jobs' start."
+    )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,12 @@ search plan, its nodes and requests, stage trees) is in :mod:`hippo_dask.plan`.
 import warnings
 from typing import Any
 
-from hippo_dask import _settings  # noqa: F401  (registers hippo.yaml with dask.config)
-from hippo_dask import cluster, seq, tuners
+from hippo_dask import (
+    _settings,  # noqa: F401  (registers hippo.yaml with dask.config)
+    cluster,
+    seq,
+    tuners,
+)
 from hippo_dask.errors import (
     CheckpointNotFoundError,
     ClusterStartError,
@@ -79,8 +83,11 @@ _MOVED = frozenset({"Node", "PlanStats", "Request", "SearchPlan", "Stage", "Stag
 def __getattr__(name: str) -> Any:
     """The plan's types, once exported here, are in :mod:`hippo_dask.plan` (deprecated here)."""
     if name in _MOVED:
-        warnings.warn(f"hippo_dask.{name} is deprecated: use hippo_dask.plan.{name}",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"hippo_dask.{name} is deprecated: use hippo_dask.plan.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from hippo_dask import plan
 
         return getattr(plan, name)

@@ -88,7 +88,7 @@ def trainer_fingerprint(trainer_cls: type, version: str | None, *, stacklevel: i
             f"cannot read the source of trainer class {trainer_cls.__module__}.{name} (defined "
             "in a REPL or notebook, or in a module shipped without its .py file), so edits to "
             "it cannot be detected and results of edited code would be reused as if unchanged. "
-            "Declare the code's version instead: Study(..., version=\"1\"), and change it "
+            'Declare the code\'s version instead: Study(..., version="1"), and change it '
             "whenever an edit can change results.",
             HippoWarning,
             stacklevel=stacklevel + 1,
@@ -114,8 +114,9 @@ def code_files(trainer_cls: type) -> list[tuple[str, Path]]:
         if module.__name__ in seen:
             continue
         seen[module.__name__] = module
-        todo.extend(m for m in _referenced_modules(module)
-                    if m.__name__ not in seen and _is_user_module(m))
+        todo.extend(
+            m for m in _referenced_modules(module) if m.__name__ not in seen and _is_user_module(m)
+        )
     files: dict[str, Path] = {}
     for module in seen.values():
         for key, path in _module_files(module):
@@ -168,8 +169,9 @@ def _referenced_modules(module: types.ModuleType) -> list[types.ModuleType]:
 @functools.cache
 def _library_folders() -> tuple[str, ...]:
     """Folders of the standard library, installed packages and hippo_dask itself."""
-    folders = {sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib",
-                                                          "platlib")}
+    folders = {
+        sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")
+    }
     folders.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
     folders.add(site.getusersitepackages())
     folders.add(os.path.dirname(os.path.abspath(__file__)))  # hippo_dask, editable or not
@@ -204,8 +206,12 @@ def _skipped(folder: Path) -> bool:
     """Folders of a package that are not its code: caches, hidden folders, installed packages
     and virtual environments kept inside it."""
     name = folder.name
-    return (name in _SKIPPED_FOLDERS or name in _LIBRARY_FOLDERS or name.startswith(".")
-            or (folder / "pyvenv.cfg").exists())
+    return (
+        name in _SKIPPED_FOLDERS
+        or name in _LIBRARY_FOLDERS
+        or name.startswith(".")
+        or (folder / "pyvenv.cfg").exists()
+    )
 
 
 def _module_files(module: types.ModuleType) -> list[tuple[str, Path]]:
@@ -230,8 +236,10 @@ def _module_files(module: types.ModuleType) -> list[tuple[str, Path]]:
                     out.append((f"{top}/{path.relative_to(folder).as_posix()}", path))
     own = getattr(module, "__file__", None)  # e.g. a .pyc-only module or an extension
     if isinstance(own, str) and os.path.isfile(own) and not own.endswith(".py"):
-        folder = next((f for f in folders if os.path.realpath(own).startswith(
-            os.path.realpath(f) + os.sep)), None)
+        folder = next(
+            (f for f in folders if os.path.realpath(own).startswith(os.path.realpath(f) + os.sep)),
+            None,
+        )
         if folder is not None:
             relative = Path(os.path.realpath(own)).relative_to(os.path.realpath(folder))
             out.append((f"{top}/{relative.as_posix()}", Path(own)))

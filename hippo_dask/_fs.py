@@ -9,8 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-__all__ = ["BUCKET_PROTOCOLS", "STORAGE_NAME", "is_object_store", "list_folder", "protocols",
-           "remove_file"]
+__all__ = [
+    "BUCKET_PROTOCOLS",
+    "STORAGE_NAME",
+    "is_object_store",
+    "list_folder",
+    "protocols",
+    "remove_file",
+]
 
 #: A name hippo_dask gives a file or folder in storage (study, checkpoint, metrics writer): 1-200
 #: letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit.

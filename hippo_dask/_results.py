@@ -103,8 +103,13 @@ class _Run:
         self.started = time.time()
         self.fatal: BaseException | None = None
 
-    def record(self, trial: Trial, steps: int, metrics: dict[str, float] | None,
-               error: BaseException | None) -> None:
+    def record(
+        self,
+        trial: Trial,
+        steps: int,
+        metrics: dict[str, float] | None,
+        error: BaseException | None,
+    ) -> None:
         old = self.records.get(trial.id)
         if old is not None and old.steps > steps:
             return  # an earlier rung of a longer request does not replace it

@@ -69,13 +69,23 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     plan.add_argument("space_file", metavar="SPACE_FILE", help="Python file that defines `space`")
-    plan.add_argument("--steps", type=_count, required=True, metavar="N",
-                      help="steps every trial is trained for")
-    plan.add_argument("--trials", type=_count, metavar="K",
-                      help="trials to draw from a RandomSpace (required without n_trials); "
-                           "with a GridSpace, only the first K configurations")
-    plan.add_argument("--seconds-per-step", type=_seconds, default=1.0, metavar="S",
-                      help="estimated seconds per training step, for the critical path (default 1)")
+    plan.add_argument(
+        "--steps", type=_count, required=True, metavar="N", help="steps every trial is trained for"
+    )
+    plan.add_argument(
+        "--trials",
+        type=_count,
+        metavar="K",
+        help="trials to draw from a RandomSpace (required without n_trials); "
+        "with a GridSpace, only the first K configurations",
+    )
+    plan.add_argument(
+        "--seconds-per-step",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="estimated seconds per training step, for the critical path (default 1)",
+    )
     plan.set_defaults(run=_plan, parser=plan)
 
     gc = commands.add_parser(
@@ -93,20 +103,34 @@ def _parser() -> argparse.ArgumentParser:
             "environment (e.g. AWS_ACCESS_KEY_ID) or --endpoint-url for S3-compatible stores."
         ),
     )
-    gc.add_argument("storage", metavar="STORAGE_URL", help="the study's folder, or its storage root with --name")
+    gc.add_argument(
+        "storage", metavar="STORAGE_URL", help="the study's folder, or its storage root with --name"
+    )
     gc.add_argument("--name", help="the study's name, if STORAGE_URL is the storage root")
     gc.add_argument("--keep", choices=["best", "branch-points", "all"], default="branch-points")
     gc.add_argument("--metric", help="metric that ranks trials for --keep best")
     gc.add_argument("--mode", choices=["max", "min"], default="max")
     gc.add_argument("--dry-run", action="store_true", help="report, delete nothing")
-    gc.add_argument("--orphan-age", type=_seconds, default=3600.0, metavar="S",
-                    help="delete unreferenced checkpoint files older than S seconds (default "
-                         "3600); files a running stage holds (a fresh lease) are kept")
-    gc.add_argument("--temp-age", type=_seconds, default=None, metavar="S",
-                    help="delete temporary files of writers killed mid-write (checkpoints, "
-                         "journal segments, zarr chunks) older than S seconds (default: the "
-                         "orphan age)")
-    gc.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
+    gc.add_argument(
+        "--orphan-age",
+        type=_seconds,
+        default=3600.0,
+        metavar="S",
+        help="delete unreferenced checkpoint files older than S seconds (default "
+        "3600); files a running stage holds (a fresh lease) are kept",
+    )
+    gc.add_argument(
+        "--temp-age",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="delete temporary files of writers killed mid-write (checkpoints, "
+        "journal segments, zarr chunks) older than S seconds (default: the "
+        "orphan age)",
+    )
+    gc.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (credentials from the environment)"
+    )
     gc.set_defaults(run=_gc, parser=gc)
 
     compact = commands.add_parser(
@@ -118,19 +142,26 @@ def _parser() -> argparse.ArgumentParser:
             "journal segments written after it. Deletes nothing unless --prune."
         ),
     )
-    compact.add_argument("storage", metavar="STORAGE_URL",
-                         help="the study's folder, or its storage root with --name")
+    compact.add_argument(
+        "storage", metavar="STORAGE_URL", help="the study's folder, or its storage root with --name"
+    )
     compact.add_argument("--name", help="the study's name, if STORAGE_URL is the storage root")
-    compact.add_argument("--prune", action="store_true",
-                         help="also delete the journal segments and older snapshots the new "
-                              "snapshot holds (after reading it back); only while no study or "
-                              "dashboard has the plan open, and never needed for correctness")
-    compact.add_argument("--endpoint-url",
-                         help="S3-compatible endpoint (credentials from the environment)")
+    compact.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete the journal segments and older snapshots the new "
+        "snapshot holds (after reading it back); only while no study or "
+        "dashboard has the plan open, and never needed for correctness",
+    )
+    compact.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (credentials from the environment)"
+    )
     compact.set_defaults(run=_compact, parser=compact)
 
-    where = ("the storage root given to Study(..., storage=...), with --name, or a study's own "
-             "folder; any fsspec URL")
+    where = (
+        "the storage root given to Study(..., storage=...), with --name, or a study's own "
+        "folder; any fsspec URL"
+    )
     board = commands.add_parser(
         "dashboard",
         help="serve a live dashboard of a study (stage tree, curves, savings, worker lanes)",
@@ -144,17 +175,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     board.add_argument("storage", metavar="STORAGE_URL", help=where)
     board.add_argument("--name", help="the study's name (needed when STORAGE_URL holds several)")
-    board.add_argument("--port", type=_port, default=5006, help="port to listen on (default "
-                       "5006; 0 picks a free one)")
-    board.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1: this machine only; "
-                            "0.0.0.0 for every interface: anyone who can reach the port sees "
-                            "the study, there is no login; prefer an SSH tunnel)")
-    board.add_argument("--interval", type=_seconds, default=2.0, metavar="S",
-                       help="seconds between refreshes from storage (default 2)")
-    board.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
-                       help="another name browsers reach the server by (a proxy, a tunnel)")
-    board.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
+    board.add_argument(
+        "--port",
+        type=_port,
+        default=5006,
+        help="port to listen on (default 5006; 0 picks a free one)",
+    )
+    board.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; "
+        "0.0.0.0 for every interface: anyone who can reach the port sees "
+        "the study, there is no login; prefer an SSH tunnel)",
+    )
+    board.add_argument(
+        "--interval",
+        type=_seconds,
+        default=2.0,
+        metavar="S",
+        help="seconds between refreshes from storage (default 2)",
+    )
+    board.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another name browsers reach the server by (a proxy, a tunnel)",
+    )
+    board.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (credentials from the environment)"
+    )
     board.set_defaults(run=_dashboard, parser=board)
 
     report = commands.add_parser(
@@ -167,10 +217,13 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     report.add_argument("storage", metavar="STORAGE_URL", help=where)
-    report.add_argument("-o", "--output", required=True, metavar="FILE.html",
-                        help="the HTML file to write")
+    report.add_argument(
+        "-o", "--output", required=True, metavar="FILE.html", help="the HTML file to write"
+    )
     report.add_argument("--name", help="the study's name (needed when STORAGE_URL holds several)")
-    report.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials from the environment)")
+    report.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (credentials from the environment)"
+    )
     report.set_defaults(run=_report, parser=report)
     return parser
 
@@ -191,8 +244,10 @@ def _needs_bokeh(command: str) -> str | None:
     try:
         import bokeh  # noqa: F401
     except ImportError:
-        return (f"hippo-dask {command}: needs Bokeh, which is not installed; "
-                "pip install 'hippo-dask[dashboard]'")
+        return (
+            f"hippo-dask {command}: needs Bokeh, which is not installed; "
+            "pip install 'hippo-dask[dashboard]'"
+        )
     return None
 
 
@@ -207,18 +262,30 @@ def _dashboard(args: argparse.Namespace) -> int:
         return 2
     options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
     try:
-        server = serve(args.storage, args.name, port=args.port, host=args.host,
-                       interval=args.interval, storage_options=options,
-                       allow_origin=args.allow_origin)
+        server = serve(
+            args.storage,
+            args.name,
+            port=args.port,
+            host=args.host,
+            interval=args.interval,
+            storage_options=options,
+            allow_origin=args.allow_origin,
+        )
     except HippoError as exc:
         print(f"hippo-dask dashboard: {mask_url(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # the port is taken, the host is not ours
-        print(f"hippo-dask dashboard: cannot listen on {args.host}:{args.port}: {exc}; pick "
-              "another --port (0: any free one)", file=sys.stderr)
+        print(
+            f"hippo-dask dashboard: cannot listen on {args.host}:{args.port}: {exc}; pick "
+            "another --port (0: any free one)",
+            file=sys.stderr,
+        )
         return 2
-    print(f"hippo-dask dashboard: study {server.reader.name!r} ({mask_url(server.reader.root)}) at "
-          f"{server.url} (Ctrl-C stops)", flush=True)
+    print(
+        f"hippo-dask dashboard: study {server.reader.name!r} ({mask_url(server.reader.root)}) at "
+        f"{server.url} (Ctrl-C stops)",
+        flush=True,
+    )
     server.run()
     return 0
 
@@ -252,9 +319,16 @@ def _gc(args: argparse.Namespace) -> int:
     url = args.storage.rstrip("/") + (f"/{args.name}" if args.name else "")
     options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
     try:
-        report = collect_garbage(url, options, keep=args.keep, metric=args.metric, mode=args.mode,
-                                 dry_run=args.dry_run, orphan_age=args.orphan_age,
-                                 temp_age=args.temp_age)
+        report = collect_garbage(
+            url,
+            options,
+            keep=args.keep,
+            metric=args.metric,
+            mode=args.mode,
+            dry_run=args.dry_run,
+            orphan_age=args.orphan_age,
+            temp_age=args.temp_age,
+        )
     except HippoError as exc:
         print(f"hippo-dask gc: {mask_url(str(exc))}", file=sys.stderr)
         return 2
@@ -283,9 +357,11 @@ def _compact(args: argparse.Namespace) -> int:
         print(f"hippo-dask compact: {mask_url(str(exc))}", file=sys.stderr)
         return 2
     stats = plan.stats()
-    print(f"hippo-dask compact: {path}: {stats.trials} trials, {stats.requests} requests, "
-          f"{stats.nodes} nodes ({replayed} journal records after the previous snapshot; "
-          f"{time.perf_counter() - started:.1f} s)" + ("; pruned" if args.prune else ""))
+    print(
+        f"hippo-dask compact: {path}: {stats.trials} trials, {stats.requests} requests, "
+        f"{stats.nodes} nodes ({replayed} journal records after the previous snapshot; "
+        f"{time.perf_counter() - started:.1f} s)" + ("; pruned" if args.prune else "")
+    )
     return 0
 
 
@@ -386,7 +462,9 @@ def _plan(args: argparse.Namespace) -> int:
     path_stages = tree.critical_path()
     print(f"space: {path} ({type(space).__name__})")
     repeats = len(trials) - stats.trials
-    print(f"trials: {stats.trials}" + (f" ({repeats} repeated draws planned once)" if repeats else ""))
+    print(
+        f"trials: {stats.trials}" + (f" ({repeats} repeated draws planned once)" if repeats else "")
+    )
     print(f"requested steps: {stats.requested_steps}")
     print(f"unique steps: {stats.unique_steps}")
     print(f"merge rate: {stats.merge_rate:.2f}")

@@ -82,17 +82,27 @@ class TuneProgress:
 
     def __init__(self, name: str, progress: bool | None = None) -> None:
         if progress not in (True, False, None):
-            raise HippoError(f"study.tune: `progress` must be True, False or None, got {progress!r}")
+            raise HippoError(
+                f"study.tune: `progress` must be True, False or None, got {progress!r}"
+            )
         self.requests = RequestTally()
         self._open: dict[str, int] = {}
         self._answered: set[str] = set()
         self.executed_steps = 0
         self._drawn = -float("inf")
         bar = _bar_class(progress)
-        self._bar = None if bar is None else bar(
-            total=0, desc=f"tune {name}", unit="trial", dynamic_ncols=True, leave=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} trials "
-                       "[{elapsed}{postfix}]",
+        self._bar = (
+            None
+            if bar is None
+            else bar(
+                total=0,
+                desc=f"tune {name}",
+                unit="trial",
+                dynamic_ncols=True,
+                leave=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} trials "
+                "[{elapsed}{postfix}]",
+            )
         )
 
     @property
@@ -141,8 +151,10 @@ class TuneProgress:
 
     def summary(self) -> str:
         """``steps 440/720, p=1.64``: executed / requested steps and the merge rate."""
-        return (f"steps {self.executed_steps:,}/{self.requested_steps:,} executed/requested, "
-                f"merge rate {self.merge_rate:.2f}")
+        return (
+            f"steps {self.executed_steps:,}/{self.requested_steps:,} executed/requested, "
+            f"merge rate {self.merge_rate:.2f}"
+        )
 
     def _show(self, force: bool = False) -> None:
         bar = self._bar

@@ -262,7 +262,9 @@ class RandomSpace:
         if n_trials is not None and (
             isinstance(n_trials, bool) or not isinstance(n_trials, numbers.Integral) or n_trials < 1
         ):
-            raise InvalidSpaceError(f"RandomSpace: `n_trials` must be an int >= 1, got {n_trials!r}")
+            raise InvalidSpaceError(
+                f"RandomSpace: `n_trials` must be an int >= 1, got {n_trials!r}"
+            )
         self.axes = dict(axes)
         self.where = where
         self.random_state = int(random_state)
@@ -298,12 +300,9 @@ class RandomSpace:
 
     def __len__(self) -> int:
         if self.n_trials is None:
-            raise TypeError(
-                "RandomSpace has no fixed size: pass n_trials=... when building it"
-            )
+            raise TypeError("RandomSpace has no fixed size: pass n_trials=... when building it")
         return self.n_trials
 
     def __repr__(self) -> str:
         axes = ", ".join(f"{k}={v!r}" for k, v in self.axes.items())
         return f"RandomSpace({axes}, random_state={self.random_state})"
-

@@ -148,10 +148,12 @@ class Study:
             exc.args = (self._redact(str(exc)),)  # it showed a password: same error, masked
             raise exc.with_traceback(None) from None
         except (OSError, ValueError, ImportError) as exc:
-            raise StorageError(self._redact(
-                f"Study: cannot use storage {self.root!r}: {type(exc).__name__}: {exc}; check "
-                "the URL (protocol, bucket, path) and that this process may write there"
-            )) from None
+            raise StorageError(
+                self._redact(
+                    f"Study: cannot use storage {self.root!r}: {type(exc).__name__}: {exc}; check "
+                    "the URL (protocol, bucket, path) and that this process may write there"
+                )
+            ) from None
         self._warn_if_code_changed()
         from hippo_dask.storage import MetricsStore, StudyCheckpointStore
 
@@ -168,7 +170,8 @@ class Study:
         code, which are not reused."""
         prefix = f"{self.trainer_cls.__qualname__}:"
         known = {
-            str(t.fixed.get(CODE_KEY)) for t in self.plan.trials.values()
+            str(t.fixed.get(CODE_KEY))
+            for t in self.plan.trials.values()
             if str(t.fixed.get(CODE_KEY, "")).startswith(prefix)
         }
         older = known - {self.fingerprint}
@@ -182,16 +185,30 @@ class Study:
                 stacklevel=3,
             )
 
-    def gc(self, keep: str = "branch-points", *, metric: str | None = None, mode: str = "max",
-           dry_run: bool = False, orphan_age: float = 3600.0,
-           temp_age: float | None = None) -> GarbageReport:
+    def gc(
+        self,
+        keep: str = "branch-points",
+        *,
+        metric: str | None = None,
+        mode: str = "max",
+        dry_run: bool = False,
+        orphan_age: float = 3600.0,
+        temp_age: float | None = None,
+    ) -> GarbageReport:
         """Delete checkpoints this study no longer needs; see :func:`hippo_dask.storage.collect_garbage`."""
         from hippo_dask.storage import collect_garbage
 
         self.plan.flush()
-        report = collect_garbage(self.root, self.storage_options, keep=keep, metric=metric,
-                                 mode=mode, dry_run=dry_run, orphan_age=orphan_age,
-                                 temp_age=temp_age)
+        report = collect_garbage(
+            self.root,
+            self.storage_options,
+            keep=keep,
+            metric=metric,
+            mode=mode,
+            dry_run=dry_run,
+            orphan_age=orphan_age,
+            temp_age=temp_age,
+        )
         self.plan.refresh()  # take in what the collection forgot
         return report
 
@@ -238,8 +255,11 @@ class Study:
         try:
             path = self.plan.compact()
         except OSError as exc:
-            logger.warning("could not write a snapshot of the search plan (the journal is "
-                           "intact, it is read in full next time): %s", exc)
+            logger.warning(
+                "could not write a snapshot of the search plan (the journal is "
+                "intact, it is read in full next time): %s",
+                exc,
+            )
         else:
             logger.info("wrote search plan snapshot %s", path)  # a path: no credentials
 
@@ -430,8 +450,12 @@ class Study:
         asked = run.progress.requests  # every request of this run, as the plan keys it
         executed = stats.executed_steps - before.executed_steps
         worker_seconds = stats.worker_seconds - before.worker_seconds
-        seconds = trial_by_trial_seconds(asked.requested_steps, executed, worker_seconds,
-                                         fallback=mean_seconds_per_step(self.plan.nodes))
+        seconds = trial_by_trial_seconds(
+            asked.requested_steps,
+            executed,
+            worker_seconds,
+            fallback=mean_seconds_per_step(self.plan.nodes),
+        )
         return StudyStats(
             trials=len(run.records),
             requested_steps=asked.requested_steps,
@@ -472,8 +496,15 @@ class Study:
         frame = pd.DataFrame(rows)
         return frame.sort_values(["trial_id", "step"], ignore_index=True) if rows else frame
 
-    def dashboard(self, *, serve: bool = False, scheduler: bool = False, port: int = 0,
-                  host: str = "127.0.0.1", interval: float = 2.0) -> Any:
+    def dashboard(
+        self,
+        *,
+        serve: bool = False,
+        scheduler: bool = False,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        interval: float = 2.0,
+    ) -> Any:
         """The dashboard (:mod:`hippo_dask.dashboard`): a Bokeh layout of the panels now (show it
         with ``bokeh.io.show``); ``serve=True``: a live server in the background (its ``url``,
         a link in Jupyter); ``scheduler=True``: pages on the Dask dashboard (their URLs).

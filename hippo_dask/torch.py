@@ -146,9 +146,7 @@ class DataOrder:
             A new ``int64`` array of ``min(batch_size, n - position)`` example indices.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-            raise TypeError(
-                f"The value of `batch_size` is {batch_size!r}, but must be an integer."
-            )
+            raise TypeError(f"The value of `batch_size` is {batch_size!r}, but must be an integer.")
         if batch_size < 1:
             raise ValueError(
                 f"The value of `batch_size` is {batch_size!r}, but must be `batch_size >= 1`."

@@ -31,8 +31,9 @@ fingerprint, the isolation key of ``Study(sharing=False)``): the trainer never s
 spaces and studies refuse them from users."""
 
 
-def check_user_names(names: Iterable[str], who: str,
-                     error: type[HippoError] = InvalidTrialError) -> None:
+def check_user_names(
+    names: Iterable[str], who: str, error: type[HippoError] = InvalidTrialError
+) -> None:
     """Refuse hyper-parameter names the engine keeps for itself (``_hippo_*``).
 
     Raises
@@ -42,7 +43,7 @@ def check_user_names(names: Iterable[str], who: str,
     """
     for name in names:
         if isinstance(name, str) and name.startswith(ENGINE_PREFIX):
-            rest = name[len(ENGINE_PREFIX):].lstrip("_") or "value"
+            rest = name[len(ENGINE_PREFIX) :].lstrip("_") or "value"
             raise error(
                 f"{who}: hyper-parameter `{name}` starts with {ENGINE_PREFIX!r}, which hippo_dask "
                 f"keeps for its own values (the trainer would never see it); rename it, e.g. "

@@ -25,8 +25,14 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0)
 
 def make_client(workers: int, **kwargs: object) -> tuple[LocalCluster, Client]:
     """A process-based local cluster whose workers advertise one GPU slot each."""
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1},
-                           dashboard_address="127.0.0.1:0", processes=True, **kwargs)  # type: ignore[arg-type]
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        resources={"GPU": 1},
+        dashboard_address="127.0.0.1:0",
+        processes=True,
+        **kwargs,
+    )  # type: ignore[arg-type]
     return cluster, Client(cluster)
 
 
@@ -34,8 +40,10 @@ async def kill_worker(client: Client, pid: int) -> None:
     """SIGKILL the worker process ``pid`` and wait until the scheduler has seen it leave."""
     before = set(client.scheduler_info(n_workers=-1)["workers"])
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: set(client.scheduler_info(n_workers=-1)["workers"]) != before,
-                "the scheduler to see the worker leave")
+    await until(
+        lambda: set(client.scheduler_info(n_workers=-1)["workers"]) != before,
+        "the scheduler to see the worker leave",
+    )
 
 
 def branching_grid(log: str) -> hd.GridSpace:
@@ -43,8 +51,9 @@ def branching_grid(log: str) -> hd.GridSpace:
     point at 30); ``Constant(0.05)`` shares nothing."""
     from hippo_dask import seq
 
-    return hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.StepLR(0.1, 0.1, [40]),
-                            seq.Constant(0.05)], log=[log])
+    return hd.GridSpace(
+        lr=[seq.StepLR(0.1, 0.1, [30]), seq.StepLR(0.1, 0.1, [40]), seq.Constant(0.05)], log=[log]
+    )
 
 
 def executed(log: str) -> int:

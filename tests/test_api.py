@@ -8,9 +8,27 @@ import hippo_dask as hd
 import hippo_dask.plan
 
 USER_FACING = {
-    "Study", "Trainer", "Trial", "GridSpace", "RandomSpace", "choice", "loguniform", "randint",
-    "uniform", "seq", "tuners", "cluster", "Tuner", "wait_all", "wait_any", "Result",
-    "TrialResult", "StudyStats", "HippoError", "TrialFailedError", "StorageError",
+    "Study",
+    "Trainer",
+    "Trial",
+    "GridSpace",
+    "RandomSpace",
+    "choice",
+    "loguniform",
+    "randint",
+    "uniform",
+    "seq",
+    "tuners",
+    "cluster",
+    "Tuner",
+    "wait_all",
+    "wait_any",
+    "Result",
+    "TrialResult",
+    "StudyStats",
+    "HippoError",
+    "TrialFailedError",
+    "StorageError",
 }
 MODEL = ("Node", "PlanStats", "Request", "SearchPlan", "Stage", "StageTree")
 

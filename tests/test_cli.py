@@ -31,16 +31,19 @@ space = hd.GridSpace(
 def grid_space() -> hd.GridSpace:
     """The space GRID defines, built here so the test computes its own figures."""
     return hd.GridSpace(
-        lr=[seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
+        lr=[
+            seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
             seq.StepLR(0.1, gamma=0.1, milestones=[40, 50]),
-            seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.95))],
+            seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.95)),
+        ],
         batch_size=[seq.Constant(128), seq.MultiStep([128, 256], milestones=[25])],
         optimizer=["sgd", "adam"],
     )
 
 
-def expected_output(path: Path, space: hd.GridSpace | hd.RandomSpace, trials: list[hd.Trial],
-                    steps: int) -> str:
+def expected_output(
+    path: Path, space: hd.GridSpace | hd.RandomSpace, trials: list[hd.Trial], steps: int
+) -> str:
     plan = SearchPlan()
     for trial in trials:
         plan.add(trial, steps)
@@ -95,7 +98,10 @@ def test_console_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert script.exists(), f"console script not installed at {script}"
     done = subprocess.run(
         [str(script), "plan", str(path), "--steps", "60"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     space = grid_space()

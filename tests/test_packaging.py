@@ -20,7 +20,7 @@ def _name(requirement: str) -> str:
 def test_environment_yml_lists_every_pyproject_dependency() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = [_name(r) for r in project["dependencies"]]
-    for extra, requirements in project["optional-dependencies"].items():
+    for requirements in project["optional-dependencies"].values():
         wanted += [_name(r) for r in requirements if not r.startswith("hippo-dask")]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)}

@@ -35,8 +35,9 @@ COSTS = Costs(start=1.0, save=0.5, evaluate=0.25)
 
 
 def test_hand_computed_shared_case() -> None:
-    study = VirtualStudy(workers=2, metrics=by_step, seconds=unit_seconds, costs=COSTS,
-                         checkpoint_interval=None)
+    study = VirtualStudy(
+        workers=2, metrics=by_step, seconds=unit_seconds, costs=COSTS, checkpoint_interval=None
+    )
     grid(study, two_trials(), 10)
     snap = study.snapshot()
     # Worker 0: start 1 + steps 0..4 (5) + save 0.5 = 6.5, then in memory A's 5..9: 5 + save
@@ -49,8 +50,14 @@ def test_hand_computed_shared_case() -> None:
 
 
 def test_hand_computed_unshared_case() -> None:
-    study = VirtualStudy(workers=2, metrics=by_step, seconds=unit_seconds, costs=COSTS,
-                         sharing=False, checkpoint_interval=None)
+    study = VirtualStudy(
+        workers=2,
+        metrics=by_step,
+        seconds=unit_seconds,
+        costs=COSTS,
+        sharing=False,
+        checkpoint_interval=None,
+    )
     grid(study, two_trials(), 10)
     snap = study.snapshot()
     assert snap.time == pytest.approx(11.75)  # both from scratch at once: 1 + 10 + 0.5 + 0.25
@@ -59,33 +66,49 @@ def test_hand_computed_unshared_case() -> None:
 
 
 def test_one_worker_runs_everything_in_turn() -> None:
-    study = VirtualStudy(workers=1, metrics=by_step, seconds=unit_seconds, costs=COSTS,
-                         checkpoint_interval=None)
+    study = VirtualStudy(
+        workers=1, metrics=by_step, seconds=unit_seconds, costs=COSTS, checkpoint_interval=None
+    )
     grid(study, two_trials(), 10)
     # 6.5 + 5.75, then B's stage from the checkpoint: 6.75 (queued behind, no idle worker).
     assert study.snapshot().time == pytest.approx(19.0)
 
 
 def small_space() -> list[hd.Trial]:
-    return list(hd.GridSpace(
-        lr=[seq.StepLR(0.1, 0.1, [20, 30]), seq.StepLR(0.1, 0.2, [25]),
-            seq.Warmup(3, 0.1, then=seq.Exponential(0.1, 0.9)), seq.Cyclic(0.001, 0.1, 5)],
-        batch_size=[seq.Constant(128), seq.MultiStep([128, 256], [12])],
-        momentum=[seq.Constant(0.9), seq.MultiStep([0.7, 0.9], [10])],
-        optimizer=["sgd_momentum", "adam"], weight_decay=[1e-4],
-    ))
+    return list(
+        hd.GridSpace(
+            lr=[
+                seq.StepLR(0.1, 0.1, [20, 30]),
+                seq.StepLR(0.1, 0.2, [25]),
+                seq.Warmup(3, 0.1, then=seq.Exponential(0.1, 0.9)),
+                seq.Cyclic(0.001, 0.1, 5),
+            ],
+            batch_size=[seq.Constant(128), seq.MultiStep([128, 256], [12])],
+            momentum=[seq.Constant(0.9), seq.MultiStep([0.7, 0.9], [10])],
+            optimizer=["sgd_momentum", "adam"],
+            weight_decay=[1e-4],
+        )
+    )
 
 
 def run(tuner: hd.Tuner, sharing: bool, workers: int = 3) -> VirtualStudy:
-    study = VirtualStudy(workers=workers, metrics=pr.Curve(40), seconds=pr.step_seconds("resnet56"),
-                         costs=Costs(start=15, save=1, evaluate=5), sharing=sharing)
+    study = VirtualStudy(
+        workers=workers,
+        metrics=pr.Curve(40),
+        seconds=pr.step_seconds("resnet56"),
+        costs=Costs(start=15, save=1, evaluate=5),
+        sharing=sharing,
+    )
     run_virtual(tuner.run(study))  # type: ignore[arg-type]
     return study
 
 
 def lower_bound(study: VirtualStudy, trials: list[hd.Trial], steps: int) -> float:
-    longest = max(pr.step_seconds("resnet56")(t, 0, steps) for t in trials
-                  if study.metrics(t, steps) is not None)
+    longest = max(
+        pr.step_seconds("resnet56")(t, 0, steps)
+        for t in trials
+        if study.metrics(t, steps) is not None
+    )
     return max(longest, study.snapshot().worker_seconds / len(study.workers))
 
 
@@ -100,19 +123,35 @@ def test_grid_trains_each_unique_step_once_and_respects_bounds(sharing: bool) ->
     assert all(study.metrics(t, 40) is not None for t in trials)
 
 
-@pytest.mark.parametrize("make", [
-    lambda ts: hd.tuners.SHA(ts, pr.METRIC, min_steps=5, max_steps=40, reduction=2),
-    lambda ts: hd.tuners.ASHA(ts, pr.METRIC, min_steps=5, max_steps=40, reduction=2,
-                              n_trials=len(ts), max_concurrent=3),
-], ids=["sha", "asha"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ts: hd.tuners.SHA(ts, pr.METRIC, min_steps=5, max_steps=40, reduction=2),
+        lambda ts: hd.tuners.ASHA(
+            ts,
+            pr.METRIC,
+            min_steps=5,
+            max_steps=40,
+            reduction=2,
+            n_trials=len(ts),
+            max_concurrent=3,
+        ),
+    ],
+    ids=["sha", "asha"],
+)
 def test_decisions_do_not_depend_on_sharing(make) -> None:  # type: ignore[no-untyped-def]
     trials = small_space()
     runs = []
     for sharing in (True, False):
         tuner = make(trials)
         study = run(tuner, sharing)
-        runs.append(([(r.trial.id, r.steps, r.decision.value) for r in tuner.decisions],
-                     study.requests, study.snapshot()))
+        runs.append(
+            (
+                [(r.trial.id, r.steps, r.decision.value) for r in tuner.decisions],
+                study.requests,
+                study.snapshot(),
+            )
+        )
     (d1, r1, shared), (d2, r2, alone) = runs
     assert d1 == d2 and r1 == r2
     assert {d for _, _, d in d1} == {"promote", "stop"}  # real choices were made
@@ -124,10 +163,20 @@ def test_decisions_do_not_depend_on_sharing(make) -> None:  # type: ignore[no-un
 
 def test_curve_depends_only_on_the_shared_prefix() -> None:
     curve = pr.Curve(60)
-    a = hd.Trial(lr=seq.StepLR(0.1, 0.1, [30]), batch_size=seq.Constant(128),
-                 momentum=seq.Constant(0.9), optimizer="sgd_momentum", weight_decay=1e-4)
-    b = hd.Trial(lr=seq.Constant(0.1), batch_size=seq.Constant(128),
-                 momentum=seq.Constant(0.9), optimizer="sgd_momentum", weight_decay=1e-4)
+    a = hd.Trial(
+        lr=seq.StepLR(0.1, 0.1, [30]),
+        batch_size=seq.Constant(128),
+        momentum=seq.Constant(0.9),
+        optimizer="sgd_momentum",
+        weight_decay=1e-4,
+    )
+    b = hd.Trial(
+        lr=seq.Constant(0.1),
+        batch_size=seq.Constant(128),
+        momentum=seq.Constant(0.9),
+        optimizer="sgd_momentum",
+        weight_decay=1e-4,
+    )
     assert [curve(a, s) for s in range(31)] == [curve(b, s) for s in range(31)]
     assert curve(a, 60)[pr.METRIC] > curve(b, 60)[pr.METRIC] + 0.02  # the decay pays off
 
@@ -173,11 +222,23 @@ def test_asha_without_a_cap_keeps_shared_work_going() -> None:
     trials = small_space()
     runs = []
     for cap in (3, None):
-        tuner = hd.tuners.ASHA(trials, pr.METRIC, min_steps=5, max_steps=40, reduction=2,
-                               n_trials=len(trials), max_concurrent=cap)
+        tuner = hd.tuners.ASHA(
+            trials,
+            pr.METRIC,
+            min_steps=5,
+            max_steps=40,
+            reduction=2,
+            n_trials=len(trials),
+            max_concurrent=cap,
+        )
         study = run(tuner, sharing=True, workers=3)
-        runs.append((sorted((r.trial.id, r.steps, r.decision.value) for r in tuner.decisions),
-                     sorted(study.requests), study.snapshot()))
+        runs.append(
+            (
+                sorted((r.trial.id, r.steps, r.decision.value) for r in tuner.decisions),
+                sorted(study.requests),
+                study.snapshot(),
+            )
+        )
     (d1, r1, capped), (d2, r2, free) = runs
     assert d1 == d2 and r1 == r2
     assert free.executed_steps == free.unique_steps == capped.unique_steps
@@ -219,8 +280,13 @@ def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
     # worker 0 is idle with 10 s of b still ahead of c, so c is taken back and runs there:
     # done at 110 instead of 120 after b, and nothing is trained twice.
     a, b, c, d = (hd.Trial(lr=seq.Constant(0.1), x=i) for i in range(4))
-    study = VirtualStudy(workers=2, metrics=by_step, seconds=unit_seconds,
-                         checkpoint_interval=None, withdraw_after=withdraw_after)
+    study = VirtualStudy(
+        workers=2,
+        metrics=by_step,
+        seconds=unit_seconds,
+        checkpoint_interval=None,
+        withdraw_after=withdraw_after,
+    )
 
     async def tuner() -> float:
         first = asyncio.ensure_future(study.train(a, 100))

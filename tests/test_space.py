@@ -21,19 +21,24 @@ def test_grid_is_the_cartesian_product_in_argument_order() -> None:
     assert len(space) == len(trials) == 8
     assert len(set(trials)) == 8
     assert trials[0].config == {
-        "optimizer": "sgd", "batch_size": seq.Constant(128), "lr": seq.StepLR(0.1, 0.1, [30, 45])
+        "optimizer": "sgd",
+        "batch_size": seq.Constant(128),
+        "lr": seq.StepLR(0.1, 0.1, [30, 45]),
     }
     assert [t.fixed["optimizer"] for t in trials[:2]] == ["sgd", "adam"]
 
 
 def test_grid_where_filters_configurations() -> None:
     space = hd.GridSpace(
-        optimizer=["sgd", "adam"], momentum=[0.0, 0.9],
+        optimizer=["sgd", "adam"],
+        momentum=[0.0, 0.9],
         where=lambda c: not (c["optimizer"] == "adam" and c["momentum"] > 0),
     )
     assert len(space) == 3
     assert {(t.fixed["optimizer"], t.fixed["momentum"]) for t in space} == {
-        ("sgd", 0.0), ("sgd", 0.9), ("adam", 0.0)
+        ("sgd", 0.0),
+        ("sgd", 0.9),
+        ("adam", 0.0),
     }
 
 
@@ -45,10 +50,12 @@ def test_grid_single_values_choice_and_list_valued_fixed() -> None:
 
 @pytest.mark.parametrize(
     "axes, message",
-    [({"lr": []}, "axis `lr` has no options"),
-     ({"lr": hd.uniform(0, 1)}, "distribution"),
-     ({"lr": [seq.StepLR(hd.uniform(0.01, 0.1), 0.1, [3])]}, "random"),
-     ({}, "at least one axis")],
+    [
+        ({"lr": []}, "axis `lr` has no options"),
+        ({"lr": hd.uniform(0, 1)}, "distribution"),
+        ({"lr": [seq.StepLR(hd.uniform(0.01, 0.1), 0.1, [3])]}, "random"),
+        ({}, "at least one axis"),
+    ],
 )
 def test_grid_rejects_what_it_cannot_enumerate(axes: dict[str, object], message: str) -> None:
     with pytest.raises(hd.InvalidSpaceError, match=message):
@@ -62,9 +69,12 @@ def test_grid_where_must_be_callable() -> None:
 
 def random_space(random_state: int = 0) -> hd.RandomSpace:
     return hd.RandomSpace(
-        lr=seq.StepLR(hd.loguniform(1e-3, 1), gamma=0.1,
-                      milestones=hd.choice([[30, 45], [40, 60]])),
-        batch_size=hd.choice([seq.Constant(128), seq.MultiStep([128, hd.choice([256, 512])], [25])]),
+        lr=seq.StepLR(
+            hd.loguniform(1e-3, 1), gamma=0.1, milestones=hd.choice([[30, 45], [40, 60]])
+        ),
+        batch_size=hd.choice(
+            [seq.Constant(128), seq.MultiStep([128, hd.choice([256, 512])], [25])]
+        ),
         optimizer=hd.choice(["sgd", "adam"]),
         width=hd.randint(1, 4),
         dropout=hd.uniform(0.0, 0.5),
@@ -110,15 +120,17 @@ def test_random_where_that_rejects_everything_stops_with_an_error() -> None:
 
 @pytest.mark.parametrize(
     "build, message",
-    [(lambda: hd.uniform(1, 1), "low < high"),
-     (lambda: hd.loguniform(0, 1), "low > 0"),
-     (lambda: hd.uniform(0, float("nan")), "finite"),
-     (lambda: hd.randint(3, 3), "exclusive"),
-     (lambda: hd.randint(0.5, 3), "int"),
-     (lambda: hd.choice([]), "empty"),
-     (lambda: hd.choice("abc"), "list"),
-     (lambda: hd.RandomSpace(lr=hd.uniform(0, 1), random_state="x"), "random_state"),
-     (lambda: hd.RandomSpace(lr=hd.uniform(0, 1), n_trials=0), "n_trials")],
+    [
+        (lambda: hd.uniform(1, 1), "low < high"),
+        (lambda: hd.loguniform(0, 1), "low > 0"),
+        (lambda: hd.uniform(0, float("nan")), "finite"),
+        (lambda: hd.randint(3, 3), "exclusive"),
+        (lambda: hd.randint(0.5, 3), "int"),
+        (lambda: hd.choice([]), "empty"),
+        (lambda: hd.choice("abc"), "list"),
+        (lambda: hd.RandomSpace(lr=hd.uniform(0, 1), random_state="x"), "random_state"),
+        (lambda: hd.RandomSpace(lr=hd.uniform(0, 1), n_trials=0), "n_trials"),
+    ],
 )
 def test_bad_distributions_fail_when_built(build: object, message: str) -> None:
     with pytest.raises(hd.InvalidSpaceError, match=message):

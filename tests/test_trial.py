@@ -46,8 +46,12 @@ def test_trials_are_immutable() -> None:
 
 @pytest.mark.parametrize(
     "value, why",
-    [(object(), "cannot be stored"), (float("nan"), "NaN"), ({1: "a"}, "cannot be stored"),
-     (float("inf"), "NaN and inf")],
+    [
+        (object(), "cannot be stored"),
+        (float("nan"), "NaN"),
+        ({1: "a"}, "cannot be stored"),
+        (float("inf"), "NaN and inf"),
+    ],
 )
 def test_values_that_cannot_be_stored_are_rejected_by_name(value: object, why: str) -> None:
     with pytest.raises(hd.InvalidTrialError, match=f"`model`.*{why}"):

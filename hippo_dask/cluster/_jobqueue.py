@@ -69,22 +69,26 @@ class HippoSLURMJob(SLURMJob):
         tokens = command.split(" ")
         if "--nworkers" in tokens:
             at = tokens.index("--nworkers")
-            del tokens[at:at + 2]
+            del tokens[at : at + 2]
         count = self.worker_processes
         lines = []
         if self.gpus_per_job:
             lines += [
-                (f"# hippo_dask: {count} Dask workers, one per GPU of this job,"
-                 " each seeing only its own device"),
+                (
+                    f"# hippo_dask: {count} Dask workers, one per GPU of this job,"
+                    " each seeing only its own device"
+                ),
                 'hippo_visible="${CUDA_VISIBLE_DEVICES:-${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}}"',
                 f'[ -n "$hippo_visible" ] || hippo_visible="{",".join(map(str, range(count)))}"',
                 'IFS=, read -r -a hippo_gpu <<< "$hippo_visible"',
                 f'if [ "${{#hippo_gpu[@]}}" -lt {count} ]; then',
-                f'  echo "hippo_dask: this job sees GPUs \'$hippo_visible\', it needs {count}" >&2; exit 1',
+                f"  echo \"hippo_dask: this job sees GPUs '$hippo_visible', it needs {count}\" >&2; exit 1",
                 "fi",
             ]
         else:
-            lines.append(f"# hippo_dask: {count} CPU Dask worker(s); GPU=1 counts one stage slot each")
+            lines.append(
+                f"# hippo_dask: {count} CPU Dask worker(s); GPU=1 counts one stage slot each"
+            )
         for i in range(count):
             named = list(tokens)
             if "--name" in named:
@@ -96,12 +100,15 @@ class HippoSLURMJob(SLURMJob):
         lines.append("wait")
         return "\n".join(lines)
 
+
 class HippoSLURMCluster(SLURMCluster):
     """``dask_jobqueue.SLURMCluster`` with job-id worker names and replaced lost jobs."""
 
     job_cls = HippoSLURMJob
 
-    def __init__(self, *args: Any, on_close: Callable[[], object] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, on_close: Callable[[], object] | None = None, **kwargs: Any
+    ) -> None:
         self._on_close = on_close  # removes the TLS files written for the jobs
         super().__init__(*args, **kwargs)
 
@@ -121,8 +128,11 @@ class HippoSLURMCluster(SLURMCluster):
 
     def job_ids(self) -> dict[str, str]:
         """SLURM job id of each submitted job, by dask-jobqueue's name for it."""
-        return {spec: str(job.job_id) for spec, job in self.workers.items()
-                if getattr(job, "job_id", None)}
+        return {
+            spec: str(job.job_id)
+            for spec, job in self.workers.items()
+            if getattr(job, "job_id", None)
+        }
 
     def _spec_of(self, name: object) -> tuple[str, int] | None:
         found = worker_job(name)
@@ -163,12 +173,18 @@ class HippoSLURMCluster(SLURMCluster):
         job = self.workers.get(spec)
         if job is None or self.status != Status.running:
             return
-        if any((self._spec_of(d["name"]) or ("",))[0] == spec
-               for d in self.scheduler_info["workers"].values()):
+        if any(
+            (self._spec_of(d["name"]) or ("",))[0] == spec
+            for d in self.scheduler_info["workers"].values()
+        ):
             return  # a worker of it is still (or again) there
-        logger.warning("SLURM job %s (%s) lost its workers; it ended (scancel, wall time, "
-                       "pre-emption or worker lifetime)%s", job.job_id, spec,
-                       "; submitting a new job" if spec in self.worker_spec else "")
+        logger.warning(
+            "SLURM job %s (%s) lost its workers; it ended (scancel, wall time, "
+            "pre-emption or worker lifetime)%s",
+            job.job_id,
+            spec,
+            "; submitting a new job" if spec in self.worker_spec else "",
+        )
         self._futures.add(asyncio.ensure_future(job.close()))
         del self.workers[spec]
         if spec in self.worker_spec:

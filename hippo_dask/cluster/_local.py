@@ -84,8 +84,9 @@ def _nvidia_smi_gpus() -> list[tuple[str, str]] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     lines = [line for line in out.splitlines() if line.startswith("GPU ")]
-    return [(str(i), line.rsplit("UUID: ", 1)[-1].rstrip(")").strip())
-            for i, line in enumerate(lines)]
+    return [
+        (str(i), line.rsplit("UUID: ", 1)[-1].rstrip(")").strip()) for i, line in enumerate(lines)
+    ]
 
 
 def cuda_devices() -> list[str]:
@@ -111,6 +112,7 @@ def _check_gpus(devices: list[str]) -> None:
             f"{unknown!r}; nvidia-smi lists {listed}. Pass indices or UUIDs from that list, or "
             "leave out gpus= to use every device."
         )
+
 
 def local(
     n_workers: int | None = None,
@@ -175,20 +177,27 @@ def local(
     devices = cuda_devices() if gpus is None else [str(g) for g in gpus]
     if gpus:
         _check_gpus(devices)
-    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int)
-                                  or n_workers < 1):
-        raise HippoError(f"cluster.local: `n_workers` must be an int >= 1 or None, got {n_workers!r}")
+    if n_workers is not None and (
+        isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1
+    ):
+        raise HippoError(
+            f"cluster.local: `n_workers` must be an int >= 1 or None, got {n_workers!r}"
+        )
     if host is not None and kwargs.get("interface") is not None:
-        raise HippoError(f"cluster.local: give `host` ({host!r}) or `interface` "
-                         f"({kwargs['interface']!r}), not both")
+        raise HippoError(
+            f"cluster.local: give `host` ({host!r}) or `interface` "
+            f"({kwargs['interface']!r}), not both"
+        )
     if kwargs.get("interface") is None:
         host = LOOPBACK if host is None else host
     listen: dict[str, Any] = {} if host is None else {"host": host}
     if security is True:
         security = Security.temporary()  # type: ignore[no-untyped-call]
     elif security is not None and security is not False and not isinstance(security, Security):
-        raise HippoError(f"cluster.local: `security` must be True, None or a "
-                         f"distributed.security.Security, got {security!r}")
+        raise HippoError(
+            f"cluster.local: `security` must be True, None or a "
+            f"distributed.security.Security, got {security!r}"
+        )
     tls: dict[str, Any] = (
         {"security": security, "protocol": "tls://"} if isinstance(security, Security) else {}
     )
@@ -231,8 +240,12 @@ def local(
         if kwargs.get("interface") is not None:
             scheduler_options["interface"] = kwargs["interface"]
         scheduler = {"cls": Scheduler, "options": scheduler_options}
-        cluster = SpecCluster(workers=workers, scheduler=scheduler,  # type: ignore[no-untyped-call]
-                              security=tls.get("security"), silence_logs=logging.WARNING)
+        cluster = SpecCluster(
+            workers=workers,
+            scheduler=scheduler,  # type: ignore[no-untyped-call]
+            security=tls.get("security"),
+            silence_logs=logging.WARNING,
+        )
         logger.info("local cluster: %d GPU workers (devices %s)", len(devices), devices)
     else:
         count = n_workers or os.cpu_count() or 1

@@ -102,15 +102,20 @@ def lifetime_for(walltime: float) -> tuple[float, float]:
     return walltime - margin, margin / 4
 
 
-def demand_total(entries: Mapping[str, Any] | None, now: float, ttl: float = DEMAND_TTL) -> int | None:
+def demand_total(
+    entries: Mapping[str, Any] | None, now: float, ttl: float = DEMAND_TTL
+) -> int | None:
     """Workers the drivers want, summed over fresh entries ``{driver: [workers, unix time]}``.
 
     ``None`` when no driver published within ``ttl`` seconds: then Dask's own target applies.
     """
     if not entries:
         return None
-    fresh = [int(v[0]) for v in entries.values()
-             if isinstance(v, (list, tuple)) and len(v) == 2 and now - float(v[1]) <= ttl]
+    fresh = [
+        int(v[0])
+        for v in entries.values()
+        if isinstance(v, (list, tuple)) and len(v) == 2 and now - float(v[1]) <= ttl
+    ]
     return sum(fresh) if fresh else None
 
 
@@ -153,18 +158,24 @@ def _check_count(name: str, value: object, low: int) -> int:
 
 #: (what sbatch's message mentions, what to change), first match wins.
 _FIXES = (
-    (r"\bgres\b|generic resource",
-     ("this SLURM has no such generic resource on that partition: see what each partition "
-      "offers with `sinfo -o '%P %G'`, then set `gpus_per_job` (0 for CPU-only partitions) "
-      "or the --gres in `job_extra_directives` to match")),
-    (r"account|association",
-     "pass `account=` one of yours (`sacctmgr show associations user=$USER`)"),
-    (r"partition",
-     "pass `partition=` one of the partitions `sinfo -s` lists that you may use"),
-    (r"time limit",
-     "shorten `walltime` to the partition's limit (`sinfo -o '%P %l'`)"),
-    (r"node configuration|memory|cpu",
-     "ask for `memory` and `cores` per job that a node has (`sinfo -o '%P %c %m'`)"),
+    (
+        r"\bgres\b|generic resource",
+        (
+            "this SLURM has no such generic resource on that partition: see what each partition "
+            "offers with `sinfo -o '%P %G'`, then set `gpus_per_job` (0 for CPU-only partitions) "
+            "or the --gres in `job_extra_directives` to match"
+        ),
+    ),
+    (
+        r"account|association",
+        "pass `account=` one of yours (`sacctmgr show associations user=$USER`)",
+    ),
+    (r"partition", "pass `partition=` one of the partitions `sinfo -s` lists that you may use"),
+    (r"time limit", "shorten `walltime` to the partition's limit (`sinfo -o '%P %l'`)"),
+    (
+        r"node configuration|memory|cpu",
+        "ask for `memory` and `cores` per job that a node has (`sinfo -o '%P %c %m'`)",
+    ),
 )
 
 
@@ -199,12 +210,16 @@ def _await_submission(cluster: Any, timeout: float = SUBMIT_TIMEOUT) -> None:
         raise _refused(cluster, refused)
 
 
-_WORKER_TLS = {"tls_ca_file": "ca.pem", "tls_worker_key": "worker-key.pem",
-               "tls_worker_cert": "worker-cert.pem"}
+_WORKER_TLS = {
+    "tls_ca_file": "ca.pem",
+    "tls_worker_key": "worker-key.pem",
+    "tls_worker_cert": "worker-cert.pem",
+}
 
 
-def _security(security: bool | Security | None,
-              directory: str | None) -> tuple[Security | None, Callable[[], object] | None]:
+def _security(
+    security: bool | Security | None, directory: str | None
+) -> tuple[Security | None, Callable[[], object] | None]:
     """The cluster's ``Security``, with the workers' in-memory PEMs written to files the jobs
     can read (a new 0700 folder in ``directory``, files 0600), and what removes them.
 
@@ -218,10 +233,15 @@ def _security(security: bool | Security | None,
     if security is True:
         security = Security.temporary()  # type: ignore[no-untyped-call]
     if not isinstance(security, Security):
-        raise HippoError(f"cluster.slurm: `security` must be True, None or a "
-                         f"distributed.security.Security, got {security!r}")
-    in_memory = {field: value for field in _WORKER_TLS
-                 if isinstance(value := getattr(security, field, None), str) and "\n" in value}
+        raise HippoError(
+            f"cluster.slurm: `security` must be True, None or a "
+            f"distributed.security.Security, got {security!r}"
+        )
+    in_memory = {
+        field: value
+        for field in _WORKER_TLS
+        if isinstance(value := getattr(security, field, None), str) and "\n" in value
+    }
     if not in_memory:
         return security, None
     root = os.path.abspath(os.path.expanduser(directory or "~/.hippo-dask"))
@@ -321,14 +341,18 @@ def slurm(
     try:
         from hippo_dask.cluster._jobqueue import HippoSLURMCluster
     except ImportError as exc:
-        raise HippoError(f"cluster.slurm needs dask-jobqueue ({exc}): pip install 'hippo-dask[slurm]' "
-                         "(or conda install -c conda-forge dask-jobqueue)") from None
+        raise HippoError(
+            f"cluster.slurm needs dask-jobqueue ({exc}): pip install 'hippo-dask[slurm]' "
+            "(or conda install -c conda-forge dask-jobqueue)"
+        ) from None
     gpus_per_job = _check_count("gpus_per_job", gpus_per_job, 0)
     if jobs is not None:
         jobs = _check_count("jobs", jobs, 0)
     if adaptive is not None:
         if not (isinstance(adaptive, (tuple, list)) and len(adaptive) == 2):
-            raise HippoError(f"cluster.slurm: `adaptive` must be (min_jobs, max_jobs), got {adaptive!r}")
+            raise HippoError(
+                f"cluster.slurm: `adaptive` must be (min_jobs, max_jobs), got {adaptive!r}"
+            )
         low = _check_count("adaptive[0]", adaptive[0], 0)
         high = _check_count("adaptive[1]", adaptive[1], max(1, low))
     kwargs = dict(jobqueue_kwargs)
@@ -351,7 +375,9 @@ def slurm(
     cores = kwargs.pop("cores", None) or conf("cores") or processes
     memory = kwargs.pop("memory", None) or conf("memory") or f"{4 * processes}GiB"
     walltime = walltime or conf("walltime")
-    extra = _gpu_resource(list(kwargs.pop("worker_extra_args", None) or conf("worker-extra-args") or []))
+    extra = _gpu_resource(
+        list(kwargs.pop("worker_extra_args", None) or conf("worker-extra-args") or [])
+    )
     if lifetime is not False and "--lifetime" not in extra:
         stagger = 0.0
         if lifetime is None or lifetime is True:
@@ -362,19 +388,31 @@ def slurm(
             seconds = parse_timedelta(lifetime)
         if seconds:
             extra += ["--lifetime", f"{int(seconds)}s", "--lifetime-stagger", f"{int(stagger)}s"]
-    directives = list(kwargs.pop("job_extra_directives", None) or conf("job-extra-directives") or [])
+    directives = list(
+        kwargs.pop("job_extra_directives", None) or conf("job-extra-directives") or []
+    )
     if gpus_per_job and not any(re.search(r"--gres=gpu|--gpus", d) for d in directives):
         directives.append(f"--gres=gpu:{gpus_per_job}")
     options = dict(kwargs.pop("scheduler_options", None) or conf("scheduler-options") or {})
     options.setdefault("dashboard_address", f"{LOOPBACK}:8787")
-    tls, forget = _security(security, kwargs.get("shared_temp_directory")
-                            or conf("shared-temp-directory"))
+    tls, forget = _security(
+        security, kwargs.get("shared_temp_directory") or conf("shared-temp-directory")
+    )
     try:
         cluster = HippoSLURMCluster(
-            gpus_per_job=gpus_per_job, processes=processes, cores=cores, memory=memory,
-            queue=partition, account=account, walltime=walltime, worker_extra_args=extra,
-            job_extra_directives=directives, scheduler_options=options, security=tls,
-            on_close=forget, **kwargs,
+            gpus_per_job=gpus_per_job,
+            processes=processes,
+            cores=cores,
+            memory=memory,
+            queue=partition,
+            account=account,
+            walltime=walltime,
+            worker_extra_args=extra,
+            job_extra_directives=directives,
+            scheduler_options=options,
+            security=tls,
+            on_close=forget,
+            **kwargs,
         )
     except BaseException:
         if forget is not None:
@@ -386,13 +424,20 @@ def slurm(
             cluster.scale(jobs=start)  # type: ignore[no-untyped-call]
             _await_submission(cluster)
         if adaptive is not None:
-            cluster.adapt(minimum_jobs=low, maximum_jobs=high, Adaptive=StageDemandAdaptive,
-                          worker_key=job_of_worker)
+            cluster.adapt(
+                minimum_jobs=low,
+                maximum_jobs=high,
+                Adaptive=StageDemandAdaptive,
+                worker_key=job_of_worker,
+            )
         client = ClusterClient(cluster)  # type: ignore[no-untyped-call]
     except BaseException:
         cluster.close()
         raise
-    logger.info("SLURM cluster: %s jobs of %d worker(s)%s", start, processes,
-                f", adaptive {adaptive[0]}..{adaptive[1]} jobs" if adaptive else "")
+    logger.info(
+        "SLURM cluster: %s jobs of %d worker(s)%s",
+        start,
+        processes,
+        f", adaptive {adaptive[0]}..{adaptive[1]} jobs" if adaptive else "",
+    )
     return client
-

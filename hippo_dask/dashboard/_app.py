@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hippo_dask.dashboard._base import COLORS, FONT, DashboardComponent, escape
-from hippo_dask.errors import HippoError
 from hippo_dask.dashboard._curves import CurvesView
 from hippo_dask.dashboard._lanes import WorkerLanesView
 from hippo_dask.dashboard._savings import SavingsView
 from hippo_dask.dashboard._tree import StageTreeView
+from hippo_dask.errors import HippoError
 
 if TYPE_CHECKING:
     from hippo_dask.dashboard._reader import StudyReader
@@ -62,8 +62,9 @@ class StudyDashboard:
         The Bokeh layout to show, save or put in a document.
     """
 
-    def __init__(self, reader: StudyReader, panels: tuple[str, ...] = PANELS,
-                 *, interactive: bool = True) -> None:
+    def __init__(
+        self, reader: StudyReader, panels: tuple[str, ...] = PANELS, *, interactive: bool = True
+    ) -> None:
         from bokeh.layouts import column, row
         from bokeh.models.widgets.markups import Div
 
@@ -77,7 +78,9 @@ class StudyDashboard:
         self.header = Div(text="", name="dashboard-header", sizing_mode="stretch_width", height=50)
         self.components: dict[str, DashboardComponent] = {}
         builders: dict[str, Callable[[StudyReader], DashboardComponent]] = {
-            "tree": StageTreeView, "curves": CurvesView, "savings": SavingsView,
+            "tree": StageTreeView,
+            "curves": CurvesView,
+            "savings": SavingsView,
             "lanes": WorkerLanesView,
         }
         for name in panels:
@@ -93,8 +96,11 @@ class StudyDashboard:
             children.append(row(*middle, sizing_mode="stretch_width"))
         if "lanes" in panels:
             children.append(self.components["lanes"].root)
-        self.root = column(*children, sizing_mode="stretch_width",
-                           styles={"padding": "4px 14px", "background": "#ffffff"})
+        self.root = column(
+            *children,
+            sizing_mode="stretch_width",
+            styles={"padding": "4px 14px", "background": "#ffffff"},
+        )
 
     def update(self, snapshot: StudySnapshot | None = None) -> None:
         """Redraw every panel from ``snapshot`` (default: a fresh read of the study)."""
@@ -108,13 +114,16 @@ class StudyDashboard:
 def header_html(snapshot: StudySnapshot) -> str:
     """The title bar: study name, where it lives, live or idle, when read."""
     state = ("live", COLORS["running"]) if snapshot.live else ("idle", COLORS["muted"])
-    if not snapshot.live and snapshot.savings.trials and not any(
-            n.status in ("pending", "running", "queued") for n in snapshot.nodes):
+    if (
+        not snapshot.live
+        and snapshot.savings.trials
+        and not any(n.status in ("pending", "running", "queued") for n in snapshot.nodes)
+    ):
         state = ("finished", COLORS["done"])
     stamp = time.strftime("%H:%M:%S", time.localtime(snapshot.taken))
     return (
         f'<div style="font-family: {FONT}; color: {COLORS["text"]}; display: flex; '
-        'align-items: baseline; gap: 14px; width: 100%; box-sizing: border-box; '
+        "align-items: baseline; gap: 14px; width: 100%; box-sizing: border-box; "
         'background: #f4f7fb; border-radius: 6px; padding: 8px 12px;">'
         '<span style="font-size: 20px; font-weight: 700;">hippo-dask</span>'
         f'<span style="font-size: 18px;">study <b data-hippo="study">{escape(snapshot.name)}</b></span>'
@@ -125,8 +134,13 @@ def header_html(snapshot: StudySnapshot) -> str:
     )
 
 
-def add_to_document(doc: Any, reader: StudyReader, panels: tuple[str, ...] = PANELS,
-                    *, interval: float = DEFAULT_INTERVAL) -> StudyDashboard:
+def add_to_document(
+    doc: Any,
+    reader: StudyReader,
+    panels: tuple[str, ...] = PANELS,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+) -> StudyDashboard:
     """Fill the Bokeh document ``doc`` with a dashboard of ``reader`` that refreshes itself.
 
     The first snapshot is read before the page is sent, so it never shows empty panels. Every
@@ -184,8 +198,9 @@ ROUTES: dict[str, Callable[[Any, StudyReader, float], StudyDashboard]] = {
 """URL path to page builder ``(doc, reader, interval)``: the whole dashboard and each panel."""
 
 
-def app_from_argv(doc: Any, argv: Sequence[str] | None = None,
-                  panels: tuple[str, ...] = PANELS) -> StudyDashboard:
+def app_from_argv(
+    doc: Any, argv: Sequence[str] | None = None, panels: tuple[str, ...] = PANELS
+) -> StudyDashboard:
     """Fill ``doc`` from a ``bokeh serve`` app's arguments (what the apps in ``dashboards/`` do).
 
     ``bokeh serve dashboards/study.py --args STORAGE_URL [--name STUDY] [--interval S]

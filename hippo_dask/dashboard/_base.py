@@ -48,8 +48,16 @@ COLORS = {
 """Status colours and accents, chosen to stay apart for colour-blind readers too."""
 
 PALETTE = (
-    "#4e79a7", "#59a14f", "#9c755f", "#b07aa1", "#76b7b2",
-    "#edc948", "#ff9da7", "#bab0ac", "#f28e2b", "#e15759",
+    "#4e79a7",
+    "#59a14f",
+    "#9c755f",
+    "#b07aa1",
+    "#76b7b2",
+    "#edc948",
+    "#ff9da7",
+    "#bab0ac",
+    "#f28e2b",
+    "#e15759",
 )
 """Categorical colours (one per root of the plan, i.e. per family of fixed values)."""
 

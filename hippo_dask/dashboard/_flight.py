@@ -73,8 +73,12 @@ def stage_attempts(stages: pd.DataFrame, *, now: float, active: Collection[str])
     submitted = submitted.assign(attempt=submitted.groupby(_STAGE, sort=False).cumcount())
     ended = ended.assign(attempt=ended.groupby(_STAGE, sort=False).cumcount())
     pairs = submitted[[*_STAGE, "attempt", "started"]].rename(columns={"started": "submitted"})
-    out = pairs.merge(ended[[*_STAGE, "attempt", "started", "finished", "status", "error"]],
-                      on=[*_STAGE, "attempt"], how="outer", sort=False)
+    out = pairs.merge(
+        ended[[*_STAGE, "attempt", "started", "finished", "status", "error"]],
+        on=[*_STAGE, "attempt"],
+        how="outer",
+        sort=False,
+    )
     out["status"] = out["status"].fillna(SUBMITTED).astype(object)
     out["error"] = out["error"].fillna("").astype(object)
     out = out.drop(columns="attempt")
@@ -93,7 +97,9 @@ def _place(frame: pd.DataFrame, now: float, active: set[str]) -> None:
     submitted = frame["submitted"].to_numpy(dtype=np.float64)
     heads: dict[str, list[tuple[float, int]]] = {}  # worker -> (submitted, row) of lane heads
     known = frame.index[~np.isnan(submitted)]
-    for (_, worker), rows in frame.loc[known].groupby(["writer", "worker"], sort=False).groups.items():
+    for (_, worker), rows in (
+        frame.loc[known].groupby(["writer", "worker"], sort=False).groups.items()
+    ):
         order = np.asarray(rows)[np.argsort(submitted[rows], kind="stable")]
         ends = finished[order]
         free = np.fmax(submitted[order], np.concatenate(([np.nan], np.fmax.accumulate(ends)[:-1])))

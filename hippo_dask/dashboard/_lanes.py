@@ -29,8 +29,20 @@ __all__ = ["WorkerLanesView", "short_worker"]
 
 LANE_PIXELS = 34
 
-_COLUMNS = ("worker", "left", "right", "node", "steps", "seconds", "status", "state", "color",
-            "alpha", "hatch", "outline")
+_COLUMNS = (
+    "worker",
+    "left",
+    "right",
+    "node",
+    "steps",
+    "seconds",
+    "status",
+    "state",
+    "color",
+    "alpha",
+    "hatch",
+    "outline",
+)
 
 _ORDER = ("running", "failed", "retried", "lost", "cancelled")
 """Statuses the headline counts besides finished stages, in its order."""
@@ -74,17 +86,39 @@ class WorkerLanesView(DashboardComponent):
             name="worker-lanes",
         )
         sizing: dict[str, Any] = {"width": width} if width else {"sizing_mode": "stretch_width"}
-        fig: Any = figure(y_range=FactorRange(factors=[]), x_axis_type="datetime", height=160,
-                     tools="xpan,xwheel_zoom,box_zoom,reset,save", toolbar_location="above",
-                     x_axis_label="time (worker clock)", name="worker-lanes-figure", **sizing)
-        bars = fig.hbar(y="worker", left="left", right="right", height=0.7, source=self.source,
-                        fill_color="color", fill_alpha="alpha", hatch_pattern="hatch",
-                        hatch_color="color", hatch_alpha=0.8, line_color="outline",
-                        line_width=1.0)
-        fig.add_tools(HoverTool(renderers=[bars], tooltips=(
-            f'<div style="font-family: {FONT}; font-size: 12px;">'
-            "<b>node @node</b>: steps @steps<br>@seconds s on @worker<br>@state</div>"
-        )))
+        fig: Any = figure(
+            y_range=FactorRange(factors=[]),
+            x_axis_type="datetime",
+            height=160,
+            tools="xpan,xwheel_zoom,box_zoom,reset,save",
+            toolbar_location="above",
+            x_axis_label="time (worker clock)",
+            name="worker-lanes-figure",
+            **sizing,
+        )
+        bars = fig.hbar(
+            y="worker",
+            left="left",
+            right="right",
+            height=0.7,
+            source=self.source,
+            fill_color="color",
+            fill_alpha="alpha",
+            hatch_pattern="hatch",
+            hatch_color="color",
+            hatch_alpha=0.8,
+            line_color="outline",
+            line_width=1.0,
+        )
+        fig.add_tools(
+            HoverTool(
+                renderers=[bars],
+                tooltips=(
+                    f'<div style="font-family: {FONT}; font-size: 12px;">'
+                    "<b>node @node</b>: steps @steps<br>@seconds s on @worker<br>@state</div>"
+                ),
+            )
+        )
         fig.ygrid.visible = False
         style_figure(fig)
         self.figure = fig
@@ -103,24 +137,33 @@ class WorkerLanesView(DashboardComponent):
             workers = sorted(set(names))
             nodes = [int(n) for n in lanes["node"]]
             statuses = [str(s) for s in lanes["status"]]
-            looks = [_look(s, colour_of.get(roots.get(n, -1), COLORS["muted"]))
-                     for n, s in zip(nodes, statuses)]
+            looks = [
+                _look(s, colour_of.get(roots.get(n, -1), COLORS["muted"]))
+                for n, s in zip(nodes, statuses)
+            ]
             errors = lanes["error"] if "error" in lanes.columns else [""] * len(lanes)
-            replace_data(self.source, {
-                "worker": names,
-                "left": (lanes["started"].astype(float) * 1e3).tolist(),
-                "right": (lanes["finished"].astype(float) * 1e3).tolist(),
-                "node": nodes,
-                "steps": [f"{a} \u2192 {b}" for a, b in zip(lanes["start_step"], lanes["step"])],
-                "seconds": [f"{d:.2f}" for d in (lanes["finished"] - lanes["started"])],
-                "status": statuses,
-                "state": [f"{s} ({e})" if e else ("running now" if s == "running" else s)
-                          for s, e in zip(statuses, errors)],
-                "color": [look[0] for look in looks],
-                "alpha": [look[1] for look in looks],
-                "hatch": [look[2] for look in looks],
-                "outline": [look[3] for look in looks],
-            })
+            replace_data(
+                self.source,
+                {
+                    "worker": names,
+                    "left": (lanes["started"].astype(float) * 1e3).tolist(),
+                    "right": (lanes["finished"].astype(float) * 1e3).tolist(),
+                    "node": nodes,
+                    "steps": [
+                        f"{a} \u2192 {b}" for a, b in zip(lanes["start_step"], lanes["step"])
+                    ],
+                    "seconds": [f"{d:.2f}" for d in (lanes["finished"] - lanes["started"])],
+                    "status": statuses,
+                    "state": [
+                        f"{s} ({e})" if e else ("running now" if s == "running" else s)
+                        for s, e in zip(statuses, errors)
+                    ],
+                    "color": [look[0] for look in looks],
+                    "alpha": [look[1] for look in looks],
+                    "hatch": [look[2] for look in looks],
+                    "outline": [look[3] for look in looks],
+                },
+            )
         self.figure.y_range.factors = workers
         self.figure.height = max(150, 100 + LANE_PIXELS * len(workers))
         self.figure.title.text = self.headline(snapshot, len(workers))
@@ -141,6 +184,8 @@ class WorkerLanesView(DashboardComponent):
         span = float(lanes["finished"].max() - lanes["started"].min())
         busy = float((lanes["finished"] - lanes["started"]).sum())
         share = busy / (span * workers) if span > 0 and workers else 1.0
-        return (f"Worker lanes: {workers} worker{'s' if workers != 1 else ''}, {done} "
-                f"stage{'s' if done != 1 else ''}{others}, busy {100 * share:.0f}% of "
-                f"{span:.1f} s")
+        return (
+            f"Worker lanes: {workers} worker{'s' if workers != 1 else ''}, {done} "
+            f"stage{'s' if done != 1 else ''}{others}, busy {100 * share:.0f}% of "
+            f"{span:.1f} s"
+        )

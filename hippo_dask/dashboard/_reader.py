@@ -26,11 +26,10 @@ import fsspec
 
 from hippo_dask._fs import list_folder
 from hippo_dask._redact import mask_url
+from hippo_dask.dashboard._snapshot import StudySnapshot, take_snapshot
 from hippo_dask.errors import JournalError, StorageError, StudyNotFoundError
 from hippo_dask.plan import SearchPlan
 from hippo_dask.trial import Trial
-
-from hippo_dask.dashboard._snapshot import StudySnapshot, take_snapshot
 
 __all__ = ["StudyNotFoundError", "StudyReader", "find_studies", "open_study"]
 

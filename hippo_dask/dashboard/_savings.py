@@ -49,21 +49,41 @@ def figures_html(savings: Savings) -> str:
     """The savings as labelled figures, each value in a ``<span data-hippo="...">``."""
     saved = savings.saved_fraction
     cards = [
-        _figure("merge rate", f"{savings.merge_rate:.2f}&times;", "merge-rate",
-                "requested / unique steps"),
+        _figure(
+            "merge rate",
+            f"{savings.merge_rate:.2f}&times;",
+            "merge-rate",
+            "requested / unique steps",
+        ),
         _figure("trials", f"{savings.trials_done} / {savings.trials}", "trials", "finished"),
-        _figure("steps requested", f"{savings.requested_steps:,}", "requested-steps",
-                "trial by trial"),
+        _figure(
+            "steps requested", f"{savings.requested_steps:,}", "requested-steps", "trial by trial"
+        ),
         _figure("steps unique", f"{savings.unique_steps:,}", "unique-steps", "after merging"),
-        _figure("steps executed", f"{savings.executed_steps:,}", "executed-steps",
-                f"in {savings.stages:,} stages"),
-        _figure("worker time", format_seconds(savings.worker_seconds), "worker-seconds",
-                f"vs ~{format_seconds(savings.trial_by_trial_seconds)} trial by trial"),
-        _figure("saved", "n/a" if saved is None else f"{100 * saved:.0f}%", "saved",
-                "of the worker time"),
+        _figure(
+            "steps executed",
+            f"{savings.executed_steps:,}",
+            "executed-steps",
+            f"in {savings.stages:,} stages",
+        ),
+        _figure(
+            "worker time",
+            format_seconds(savings.worker_seconds),
+            "worker-seconds",
+            f"vs ~{format_seconds(savings.trial_by_trial_seconds)} trial by trial",
+        ),
+        _figure(
+            "saved",
+            "n/a" if saved is None else f"{100 * saved:.0f}%",
+            "saved",
+            "of the worker time",
+        ),
     ]
-    return (f'<div style="display: flex; flex-wrap: wrap; font-family: {FONT};">'
-            + "".join(cards) + "</div>")
+    return (
+        f'<div style="display: flex; flex-wrap: wrap; font-family: {FONT};">'
+        + "".join(cards)
+        + "</div>"
+    )
 
 
 class SavingsView(DashboardComponent):
@@ -89,17 +109,28 @@ class SavingsView(DashboardComponent):
 
         self.figures = Div(text="", name="savings-figures", sizing_mode="stretch_width")
         self.title = Div(text="", name="savings-title")
-        self.source = ColumnDataSource({"kind": list(_BARS), "steps": [0, 0, 0],
-                                        "color": [COLORS["pending"], COLORS["done"],
-                                                  COLORS["critical"]],
-                                        "label": ["", "", ""]}, name="savings-steps")
-        self.time_source = ColumnDataSource({"kind": ["trial-by-trial", "used"],
-                                             "seconds": [0.0, 0.0],
-                                             "color": [COLORS["pending"], COLORS["critical"]],
-                                             "label": ["", ""]}, name="savings-time")
+        self.source = ColumnDataSource(
+            {
+                "kind": list(_BARS),
+                "steps": [0, 0, 0],
+                "color": [COLORS["pending"], COLORS["done"], COLORS["critical"]],
+                "label": ["", "", ""],
+            },
+            name="savings-steps",
+        )
+        self.time_source = ColumnDataSource(
+            {
+                "kind": ["trial-by-trial", "used"],
+                "seconds": [0.0, 0.0],
+                "color": [COLORS["pending"], COLORS["critical"]],
+                "label": ["", ""],
+            },
+            name="savings-time",
+        )
         self.steps_figure = self._bars(figure, list(_BARS), self.source, "steps", "steps")
-        self.time_figure = self._bars(figure, ["trial-by-trial", "used"], self.time_source,
-                                      "seconds", "worker-seconds")
+        self.time_figure = self._bars(
+            figure, ["trial-by-trial", "used"], self.time_source, "seconds", "worker-seconds"
+        )
         charts = row(self.steps_figure, self.time_figure)
         self.root = column(self.title, self.figures, charts, width=width or 460)
 
@@ -107,13 +138,30 @@ class SavingsView(DashboardComponent):
     def _bars(figure: Any, kinds: list[str], source: Any, field: str, label: str) -> Any:
         from bokeh.models import Range1d
 
-        fig: Any = figure(y_range=list(reversed(kinds)), x_range=Range1d(start=0, end=1), height=150,
-                          width=225, tools="", toolbar_location=None, x_axis_label=label)
-        fig.hbar(y="kind", right=field, height=0.62, source=source, fill_color="color",
-                 line_color=None)
-        fig.text(x=field, y="kind", text="label", source=source, x_offset=4, y_offset=0,
-                 text_baseline="middle", text_font_size="11px", text_color=COLORS["text"],
-                 text_font={"value": FONT})
+        fig: Any = figure(
+            y_range=list(reversed(kinds)),
+            x_range=Range1d(start=0, end=1),
+            height=150,
+            width=225,
+            tools="",
+            toolbar_location=None,
+            x_axis_label=label,
+        )
+        fig.hbar(
+            y="kind", right=field, height=0.62, source=source, fill_color="color", line_color=None
+        )
+        fig.text(
+            x=field,
+            y="kind",
+            text="label",
+            source=source,
+            x_offset=4,
+            y_offset=0,
+            text_baseline="middle",
+            text_font_size="11px",
+            text_color=COLORS["text"],
+            text_font={"value": FONT},
+        )
         fig.ygrid.visible = False
         fig.xaxis.ticker.desired_num_ticks = 3
         style_figure(fig)
@@ -122,23 +170,33 @@ class SavingsView(DashboardComponent):
     def _draw(self, snapshot: StudySnapshot) -> None:
         s = snapshot.savings
         self.figures.text = figures_html(s)
-        self.title.text = (f'<div style="font-family: {FONT}; font-size: 13px; font-weight: bold; '
-                           f'color: {COLORS["text"]};">Savings so far</div>')
+        self.title.text = (
+            f'<div style="font-family: {FONT}; font-size: 13px; font-weight: bold; '
+            f'color: {COLORS["text"]};">Savings so far</div>'
+        )
         steps = [s.requested_steps, s.unique_steps, s.executed_steps]
-        replace_data(self.source, {
-            "kind": list(_BARS),
-            "steps": steps,
-            "color": [COLORS["pending"], COLORS["done"], COLORS["critical"]],
-            "label": [f"{v:,}" for v in steps],
-        })
+        replace_data(
+            self.source,
+            {
+                "kind": list(_BARS),
+                "steps": steps,
+                "color": [COLORS["pending"], COLORS["done"], COLORS["critical"]],
+                "label": [f"{v:,}" for v in steps],
+            },
+        )
         self.steps_figure.x_range.end = 1.4 * max(1, *steps)
         by_trial = s.trial_by_trial_seconds
         seconds = [by_trial if by_trial is not None else 0.0, s.worker_seconds]
-        replace_data(self.time_source, {
-            "kind": ["trial-by-trial", "used"],
-            "seconds": seconds,
-            "color": [COLORS["pending"], COLORS["critical"]],
-            "label": [("~" + format_seconds(by_trial)) if by_trial is not None else "n/a",
-                      format_seconds(s.worker_seconds)],
-        })
+        replace_data(
+            self.time_source,
+            {
+                "kind": ["trial-by-trial", "used"],
+                "seconds": seconds,
+                "color": [COLORS["pending"], COLORS["critical"]],
+                "label": [
+                    ("~" + format_seconds(by_trial)) if by_trial is not None else "n/a",
+                    format_seconds(s.worker_seconds),
+                ],
+            },
+        )
         self.time_figure.x_range.end = 1.55 * max(1e-3, *seconds)

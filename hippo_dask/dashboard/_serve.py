@@ -35,6 +35,7 @@ def _applications(reader: StudyReader, interval: float, prefix: str = "") -> dic
 
     apps = {}
     for path, build in ROUTES.items():
+
         def page(doc: Any, build: Any = build) -> None:
             build(doc, reader, interval)
 
@@ -43,7 +44,11 @@ def _applications(reader: StudyReader, interval: float, prefix: str = "") -> dic
 
 
 def _check_interval(interval: float) -> float:
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.2 <= interval <= 3600:
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not 0.2 <= interval <= 3600
+    ):
         raise ValueError(f"dashboard: `interval` must be seconds in [0.2, 3600], got {interval!r}")
     return float(interval)
 
@@ -61,9 +66,15 @@ class DashboardServer:
         The study it shows.
     """
 
-    def __init__(self, server: Any, reader: StudyReader, host: str, port: int,
-                 loop: asyncio.AbstractEventLoop | None = None,
-                 thread: threading.Thread | None = None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        reader: StudyReader,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None = None,
+        thread: threading.Thread | None = None,
+    ) -> None:
         self._server = server
         self._loop = loop
         self._thread = thread
@@ -96,12 +107,15 @@ class DashboardServer:
 
     def _repr_html_(self) -> str:
         url = escape(self.url)
-        return (f'hippo-dask dashboard of study <b>{escape(self.reader.name)}</b>: '
-                f'<a href="{url}" target="_blank">{url}</a>')
+        return (
+            f"hippo-dask dashboard of study <b>{escape(self.reader.name)}</b>: "
+            f'<a href="{url}" target="_blank">{url}</a>'
+        )
 
 
-def _build_server(reader: StudyReader, host: str, port: int, interval: float,
-                  origins: list[str]) -> tuple[Any, int]:
+def _build_server(
+    reader: StudyReader, host: str, port: int, interval: float, origins: list[str]
+) -> tuple[Any, int]:
     """A Bokeh server on ``host:port`` (must run on the thread whose loop will serve it)."""
     from bokeh.server.server import BaseServer
     from bokeh.server.tornado import BokehTornado
@@ -115,8 +129,9 @@ def _build_server(reader: StudyReader, host: str, port: int, interval: float,
         allowed.append(f"{host}:{bound}")
     allowed += [o if ":" in o else f"{o}:{bound}" for o in origins]
     try:
-        tornado_app = BokehTornado(_applications(reader, interval),
-                                   extra_websocket_origins=allowed, use_index=False)
+        tornado_app = BokehTornado(
+            _applications(reader, interval), extra_websocket_origins=allowed, use_index=False
+        )
         http_server = HTTPServer(tornado_app)
         http_server.start(1)
         http_server.add_sockets(sockets)
@@ -246,8 +261,12 @@ def save_report(
 _MOUNTED: dict[tuple[int, str], list[str]] = {}
 
 
-def _mount(root: str, storage_options: Mapping[str, Any] | None, interval: float,
-           dask_scheduler: Any = None) -> list[str]:
+def _mount(
+    root: str,
+    storage_options: Mapping[str, Any] | None,
+    interval: float,
+    dask_scheduler: Any = None,
+) -> list[str]:
     """On the scheduler: add the study's pages to its HTTP server (distributed's own recipe);
     once per scheduler and study."""
     known = _MOUNTED.get((id(dask_scheduler), root))
@@ -261,10 +280,16 @@ def _mount(root: str, storage_options: Mapping[str, Any] | None, interval: float
     reader = StudyReader(root, storage_options)
     prefix = f"/hippo/{reader.name}"
     options = dict(dask.config.get("distributed.scheduler.dashboard.bokeh-application"))
-    origins = create_hosts_allowlist(options.pop("allow_websocket_origin", None),
-                                     dask_scheduler.http_server.port)
-    app = BokehTornado(_applications(reader, interval, prefix), prefix="",
-                       extra_websocket_origins=origins, use_index=False, absolute_url="")
+    origins = create_hosts_allowlist(
+        options.pop("allow_websocket_origin", None), dask_scheduler.http_server.port
+    )
+    app = BokehTornado(
+        _applications(reader, interval, prefix),
+        prefix="",
+        extra_websocket_origins=origins,
+        use_index=False,
+        absolute_url="",
+    )
     dask_scheduler.http_application.add_application(app)
     app.initialize(IOLoop.current())
     paths = _MOUNTED[(id(dask_scheduler), root)] = [(prefix + path).rstrip("/") for path in ROUTES]

@@ -217,7 +217,10 @@ class StudySnapshot:
         frame = self.points[["node", "step", metric]].dropna()
         by_node: dict[int, tuple[list[int], list[float]]] = {}
         for node, part in frame.groupby("node", sort=True):
-            by_node[int(node)] = (part["step"].astype(int).tolist(), part[metric].astype(float).tolist())
+            by_node[int(node)] = (
+                part["step"].astype(int).tolist(),
+                part[metric].astype(float).tolist(),
+            )
         index = {n.id: n for n in self.nodes}
         out = []
         for node_id, (steps, values) in by_node.items():
@@ -237,7 +240,8 @@ class StudySnapshot:
         distance; NaN and infinities rank worst.
         """
         scored = [
-            t for t in self.trials
+            t
+            for t in self.trials
             if t.metrics is not None and metric in t.metrics and math.isfinite(t.metrics[metric])
         ]
         if not scored:
@@ -284,8 +288,13 @@ def _node_of(plan: SearchPlan, trials: Mapping[str, Trial], trial_id: str, step:
     return -1 if node is None else node.id
 
 
-def _with_nodes(frame: pd.DataFrame, plan: SearchPlan, trials: Mapping[str, Trial],
-                trial_column: str, step_column: str) -> pd.DataFrame:
+def _with_nodes(
+    frame: pd.DataFrame,
+    plan: SearchPlan,
+    trials: Mapping[str, Trial],
+    trial_column: str,
+    step_column: str,
+) -> pd.DataFrame:
     """``frame`` with a ``node`` column: rows name a node by its owner trial and a step.
 
     The driver names a state by the owner of the node that holds it (and a stage by the owner
@@ -327,16 +336,25 @@ def _window(done: pd.DataFrame) -> float:
 
 def _last_activity(stages: pd.DataFrame, metrics: pd.DataFrame) -> dict[str, float]:
     """The newest time each writer recorded anything (a submission, an end, a metric row)."""
-    times = [stages[["writer", "started"]].rename(columns={"started": "t"}),
-             stages[["writer", "finished"]].rename(columns={"finished": "t"})]
+    times = [
+        stages[["writer", "started"]].rename(columns={"started": "t"}),
+        stages[["writer", "finished"]].rename(columns={"finished": "t"}),
+    ]
     if not metrics.empty:
         times.append(metrics[["writer", "wall_time"]].rename(columns={"wall_time": "t"}))
     frame = pd.concat(times, ignore_index=True).dropna()
     return {str(w): float(t) for w, t in frame.groupby("writer")["t"].max().items()}
 
 
-def _statuses(plan: SearchPlan, tree: StageTree, attempts: pd.DataFrame, exact: bool,
-              live: bool, workers: int, longest_request: int) -> dict[int, str]:
+def _statuses(
+    plan: SearchPlan,
+    tree: StageTree,
+    attempts: pd.DataFrame,
+    exact: bool,
+    live: bool,
+    workers: int,
+    longest_request: int,
+) -> dict[int, str]:
     """Every node's status (see the module docstring)."""
     pending = {stage.node.id for stage in tree.stages}
     running: set[int] = set()
@@ -346,13 +364,20 @@ def _statuses(plan: SearchPlan, tree: StageTree, attempts: pd.DataFrame, exact: 
         queued = {int(n) for n in attempts.loc[attempts["status"] == QUEUED, "node"]} - running
     elif live:  # the driver hands the W longest chains that can start to the W workers
         ready = [chain for chain in tree.paths() if chain[0].parent is None]
-        running = {chain[0].node.id for chain in ready[:max(1, workers)]}
+        running = {chain[0].node.id for chain in ready[: max(1, workers)]}
     failed = {int(n) for n in attempts.loc[attempts["status"] == FAILED, "node"]}
     status = {}
     for node in plan.nodes:
         if node.id in pending:
-            status[node.id] = ("running" if node.id in running else "queued" if node.id in queued
-                               else "failed" if node.id in failed else "pending")
+            status[node.id] = (
+                "running"
+                if node.id in running
+                else "queued"
+                if node.id in queued
+                else "failed"
+                if node.id in failed
+                else "pending"
+            )
         elif not node.children and node.extent < longest_request:
             status[node.id] = "stopped"
         else:
@@ -411,25 +436,27 @@ def _node_views(plan: SearchPlan, status: Mapping[int, str], lanes: pd.DataFrame
     for node in nodes:
         last = max(node.metrics, default=None)
         top = node.path()[0]
-        views.append(NodeView(
-            id=node.id,
-            parent=None if node.parent is None else node.parent.id,
-            start=node.start,
-            extent=node.extent,
-            trained=_trained(node, reach),
-            status=status[node.id],
-            row=rows[node.id],
-            root=top.id,
-            label=labels[node.id],
-            owner=node.owner.id,
-            config=_describe(_shown_config(node.owner)),
-            branch_values=_describe(node.owner.values_at(node.start)) if node.parent else "",
-            checkpoints=tuple(node.checkpoint_steps),
-            requests=tuple(sorted(node.requests)),
-            metrics_step=last,
-            metrics=dict(node.metrics[last]) if last is not None else {},
-            seconds_per_step=node.seconds_per_step,
-        ))
+        views.append(
+            NodeView(
+                id=node.id,
+                parent=None if node.parent is None else node.parent.id,
+                start=node.start,
+                extent=node.extent,
+                trained=_trained(node, reach),
+                status=status[node.id],
+                row=rows[node.id],
+                root=top.id,
+                label=labels[node.id],
+                owner=node.owner.id,
+                config=_describe(_shown_config(node.owner)),
+                branch_values=_describe(node.owner.values_at(node.start)) if node.parent else "",
+                checkpoints=tuple(node.checkpoint_steps),
+                requests=tuple(sorted(node.requests)),
+                metrics_step=last,
+                metrics=dict(node.metrics[last]) if last is not None else {},
+                seconds_per_step=node.seconds_per_step,
+            )
+        )
     return views
 
 
@@ -442,16 +469,26 @@ def _trial_views(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]]) ->
             continue
         path = located.path()
         found = located.metrics.get(steps)
-        views.append(TrialView(
-            tag=tag, steps=steps, node=located.id, path=tuple(n.id for n in path),
-            metrics=None if found is None else dict(found),
-            config=_describe(_shown_config(trial)),
-        ))
+        views.append(
+            TrialView(
+                tag=tag,
+                steps=steps,
+                node=located.id,
+                path=tuple(n.id for n in path),
+                metrics=None if found is None else dict(found),
+                config=_describe(_shown_config(trial)),
+            )
+        )
     return views
 
 
-def _savings(plan: SearchPlan, requests: Mapping[str, tuple[Trial, int]],
-             lanes: pd.DataFrame, trial_views: list[TrialView], mean: float | None) -> Savings:
+def _savings(
+    plan: SearchPlan,
+    requests: Mapping[str, tuple[Trial, int]],
+    lanes: pd.DataFrame,
+    trial_views: list[TrialView],
+    mean: float | None,
+) -> Savings:
     """Figures of the savings panel; see :class:`Savings` for the trial-by-trial estimate.
 
     Only stages that finished count (``lanes`` holds those with status ``done``). ``mean`` is
@@ -502,11 +539,14 @@ def take_snapshot(
     live = bool(len(tree)) and bool(activity) and now - max(activity) < window
     active = {w for w, t in last.items() if now - t < window} if live else set()
     attempts = stage_attempts(stages, now=now, active=active)
-    attempts = _with_nodes(attempts.rename(columns={"node": "owner"}), plan, trials, "owner",
-                           "step")
-    lanes = attempts[attempts["status"].isin(_DRAWN) & attempts["started"].notna()
-                     & ((attempts["finished"] > attempts["started"])
-                        | (attempts["status"] == DONE))].reset_index(drop=True)
+    attempts = _with_nodes(
+        attempts.rename(columns={"node": "owner"}), plan, trials, "owner", "step"
+    )
+    lanes = attempts[
+        attempts["status"].isin(_DRAWN)
+        & attempts["started"].notna()
+        & ((attempts["finished"] > attempts["started"]) | (attempts["status"] == DONE))
+    ].reset_index(drop=True)
     finished = lanes[lanes["status"] == DONE].reset_index(drop=True)
     points = _with_nodes(metrics, plan, trials, "trial", "step")
     if not points.empty:

@@ -106,8 +106,11 @@ class DaskCalls:
         ``None``; workers that did not answer are left out (ask again later)."""
         client = self.client
         try:
-            found = await self.call(lambda: client.run(
-                worker_deadline, workers=workers, on_error="return", asynchronous=True))
+            found = await self.call(
+                lambda: client.run(
+                    worker_deadline, workers=workers, on_error="return", asynchronous=True
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - a worker that left: ask the others next time
             logger.debug("could not ask workers %s for their lifetime: %s", workers, exc)
             return {}
@@ -122,8 +125,12 @@ class DaskCalls:
             if pid == os.getpid():  # a worker thread of this process: its start is unknown
                 deadline = time.time() + lifetime
             out[worker] = (deadline, lifetime)
-            logger.info("worker %s retires in %.0f s (lifetime %.0f s)", worker,
-                        deadline - time.time(), lifetime)
+            logger.info(
+                "worker %s retires in %.0f s (lifetime %.0f s)",
+                worker,
+                deadline - time.time(),
+                lifetime,
+            )
         return out
 
     async def install(self, store: CheckpointStore) -> CheckpointStore:
@@ -135,11 +142,19 @@ class DaskCalls:
             self._tables_installed = True
         return await asyncio.to_thread(ship, client, store)
 
-    def submit(self, function: Callable[..., Any], *args: Any, key: str, worker: str,
-               priority: int) -> Any:
+    def submit(
+        self, function: Callable[..., Any], *args: Any, key: str, worker: str, priority: int
+    ) -> Any:
         """A task pinned to ``worker``, asking for one GPU (queues a message; never waits)."""
-        return self.client.submit(function, *args, key=key, workers=[worker],
-                                  allow_other_workers=False, resources={GPU: 1}, priority=priority)
+        return self.client.submit(
+            function,
+            *args,
+            key=key,
+            workers=[worker],
+            allow_other_workers=False,
+            resources={GPU: 1},
+            priority=priority,
+        )
 
     def cancel(self, futures: Sequence[Any]) -> None:
         """Cancel ``futures`` (sent; not waited for)."""
@@ -156,17 +171,29 @@ class DaskCalls:
     def add_points(self, worker: str, key: str, points: list[Point]) -> None:
         """Tell stage ``key`` on ``worker`` to also stop at ``points`` (sent; not waited for)."""
         client = self.client
-        self.send(lambda: client.run(add_points_async, key, points, workers=[worker], wait=False,
-                                     asynchronous=True), f"add points to {key}")
+        self.send(
+            lambda: client.run(
+                add_points_async, key, points, workers=[worker], wait=False, asynchronous=True
+            ),
+            f"add points to {key}",
+        )
 
     async def withdraw(self, asks: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
         """Ask workers for queued stages back (one broadcast): worker -> ``True`` when it gave
         them back; workers that could not answer are left out."""
         client = self.client
         try:
-            return dict(await self.call(lambda: client.run(
-                withdraw_async, {w: list(k) for w, k in asks.items()}, workers=list(asks),
-                on_error="return", asynchronous=True)))
+            return dict(
+                await self.call(
+                    lambda: client.run(
+                        withdraw_async,
+                        {w: list(k) for w, k in asks.items()},
+                        workers=list(asks),
+                        on_error="return",
+                        asynchronous=True,
+                    )
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - a worker left: its stages are planned again
             logger.debug("could not ask workers %s for queued stages back: %s", list(asks), exc)
             return {}
@@ -174,8 +201,10 @@ class DaskCalls:
     def publish_demand(self, driver: str, workers: int, when: float) -> None:
         """Publish how many workers ``driver`` could keep busy (sent; not waited for)."""
         scheduler = self.client.scheduler
-        self.send(lambda: scheduler.set_metadata(keys=[DEMAND_KEY, driver], value=[workers, when]),
-                  "publish the stage demand")
+        self.send(
+            lambda: scheduler.set_metadata(keys=[DEMAND_KEY, driver], value=[workers, when]),
+            "publish the stage demand",
+        )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

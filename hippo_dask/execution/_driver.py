@@ -122,23 +122,51 @@ class Driver:
         self.loop = asyncio.get_running_loop()
         self.flights = Flights()
         self.waiters = Waiters(self.loop)
-        self.journaling = Journaling(plan, self.waiters, self.loop,
-                                     storage_timeout=self.storage_timeout, kick=self.kick)
+        self.journaling = Journaling(
+            plan, self.waiters, self.loop, storage_timeout=self.storage_timeout, kick=self.kick
+        )
         self.dask = DaskCalls(client)
         self.lease = Lease(checkpoints, float(setting("lease-interval")))
-        recorder = None if metrics_store is None else Recorder(
-            metrics_store, self.loop, timeout=self.storage_timeout, on_error=self.waiters.fail_all)
+        recorder = (
+            None
+            if metrics_store is None
+            else Recorder(
+                metrics_store,
+                self.loop,
+                timeout=self.storage_timeout,
+                on_error=self.waiters.fail_all,
+            )
+        )
         self.recorder = recorder
         self.submission = Submission(
-            dask=self.dask, flights=self.flights, loop=self.loop, trainer_cls=trainer_cls,
-            config_of=config_of, fingerprint=fingerprint,
-            checkpoint_interval=float(setting("checkpoint-interval")), eval_every=eval_every,
-            storage_timeout=self.storage_timeout, on_done=self._landed, recorder=recorder)
+            dask=self.dask,
+            flights=self.flights,
+            loop=self.loop,
+            trainer_cls=trainer_cls,
+            config_of=config_of,
+            fingerprint=fingerprint,
+            checkpoint_interval=float(setting("checkpoint-interval")),
+            eval_every=eval_every,
+            storage_timeout=self.storage_timeout,
+            on_done=self._landed,
+            recorder=recorder,
+        )
         self.reports = Reports(
-            plan=plan, flights=self.flights, waiters=self.waiters, journaling=self.journaling,
-            submission=self.submission, dask=self.dask, store=checkpoints, recorder=recorder,
-            trainer_name=trainer_cls.__name__, retries=retries, kick=self.kick)
-        self._deadlines: dict[str, tuple[float, float] | None] = {}  # worker -> (deadline, lifetime)
+            plan=plan,
+            flights=self.flights,
+            waiters=self.waiters,
+            journaling=self.journaling,
+            submission=self.submission,
+            dask=self.dask,
+            store=checkpoints,
+            recorder=recorder,
+            trainer_name=trainer_cls.__name__,
+            retries=retries,
+            kick=self.kick,
+        )
+        self._deadlines: dict[
+            str, tuple[float, float] | None
+        ] = {}  # worker -> (deadline, lifetime)
         self._new_requests = False  # requests added since the last read of the journal
         self._kicked = False
         self._closed = False
@@ -288,9 +316,11 @@ class Driver:
         tree = self.plan.stage_tree(running=in_flight, exclude=covered, requests=wanted)
         logger.debug(
             "schedule: workers %s, in flight %s, queued %s, %d stages pending, %d waiting",
-            list(workers.alive), self.flights.keys(),
+            list(workers.alive),
+            self.flights.keys(),
             {w: len(self.flights.queued_keys(w)) for w in self.flights.workers()},
-            len(tree), self.waiters.count(),
+            len(tree),
+            self.waiters.count(),
         )
         waiting = 0  # chains ready to start that got no idle worker
         if len(tree):
@@ -315,8 +345,12 @@ class Driver:
         new = [w for w in alive if w not in self._deadlines]
         if new:
             self._deadlines.update(await self.dask.deadlines(new))
-        return Workers(alive=alive, deadlines=dict(self._deadlines),
-                       closing=frozenset(closing & set(alive)), clock=time.time())
+        return Workers(
+            alive=alive,
+            deadlines=dict(self._deadlines),
+            closing=frozenset(closing & set(alive)),
+            clock=time.time(),
+        )
 
     async def _withdraw(self, withdraw: Withdraw) -> None:
         answers = await self.dask.withdraw(withdraw.asks)
@@ -333,13 +367,20 @@ class Driver:
     def _publish_demand(self, workers: int) -> None:
         """Tell adaptive clusters how many workers this driver could keep busy now."""
         now = time.time()
-        if self._demand is not None and self._demand[0] == workers \
-                and now - self._demand[1] < _DEMAND_REFRESH:
+        if (
+            self._demand is not None
+            and self._demand[0] == workers
+            and now - self._demand[1] < _DEMAND_REFRESH
+        ):
             return
         self._demand = (workers, now)
         self.dask.publish_demand(self.lease.id, workers, now)
 
 
 def _scheduler_error(message: str) -> TrialFailedError:
-    return TrialFailedError(f"{message}; see the log", exc_type="SchedulerError", stage="",
-                            worker_traceback=tb_module.format_exc())
+    return TrialFailedError(
+        f"{message}; see the log",
+        exc_type="SchedulerError",
+        stage="",
+        worker_traceback=tb_module.format_exc(),
+    )

@@ -119,8 +119,12 @@ class Flights:
 
     def checkpoint_names(self) -> set[str]:
         """Names of the checkpoint files the flights will write."""
-        return {p.checkpoint for f in self._by_key.values() for p in f.points.values()
-                if p.checkpoint is not None}
+        return {
+            p.checkpoint
+            for f in self._by_key.values()
+            for p in f.points.values()
+            if p.checkpoint is not None
+        }
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -32,8 +32,15 @@ logger = logging.getLogger("hippo_dask.execution._driver")
 class Journaling:
     """Journal writes and reads of one driver's plan (see the module doc)."""
 
-    def __init__(self, plan: SearchPlan, waiters: Waiters, loop: asyncio.AbstractEventLoop, *,
-                 storage_timeout: float, kick: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        plan: SearchPlan,
+        waiters: Waiters,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        storage_timeout: float,
+        kick: Callable[[], None],
+    ) -> None:
         self.plan = plan
         self.waiters = waiters
         self.loop = loop
@@ -62,8 +69,11 @@ class Journaling:
 
     async def _flush_later(self) -> None:
         try:
-            await with_retries_async(self.plan.flush, what=f"writing the plan journal of {self._url()}",
-                                     timeout=self.storage_timeout)
+            await with_retries_async(
+                self.plan.flush,
+                what=f"writing the plan journal of {self._url()}",
+                timeout=self.storage_timeout,
+            )
         except Exception as exc:  # noqa: BLE001 - down past the limit: the study stops cleanly
             logger.error("%s", exc)
             self.waiters.fail_all(exc)
@@ -99,20 +109,28 @@ class Journaling:
             now = time.monotonic()
             since = self._unreadable_since = self._unreadable_since or now
             if now - since < self.storage_timeout:
-                logger.warning("could not read other writers' journal records (trying again): "
-                               "%s", mask_url(str(exc)))
+                logger.warning(
+                    "could not read other writers' journal records (trying again): %s",
+                    mask_url(str(exc)),
+                )
                 return False
-            self._stop(JournalError(
-                f"the plan journal of {self._url()} could not be read for "
-                f"{self.storage_timeout:.0f} s (hippo.storage-timeout): {mask_url(str(exc))}; "
-                "the study stopped, its journal is intact: run it again once the storage is back"))
+            self._stop(
+                JournalError(
+                    f"the plan journal of {self._url()} could not be read for "
+                    f"{self.storage_timeout:.0f} s (hippo.storage-timeout): {mask_url(str(exc))}; "
+                    "the study stopped, its journal is intact: run it again once the storage is back"
+                )
+            )
             return False
         except Exception as exc:  # a failed look must stop the study, loudly
             logger.exception("could not take in the plan journal")
-            self._stop(HippoError(
-                f"the driver could not take in the plan journal of {self._url()}: "
-                f"{type(exc).__name__}: {mask_url(str(exc))}; the study stopped (the log has the "
-                "traceback). If this is a HippoWarning, a warnings filter turned it into an error"))
+            self._stop(
+                HippoError(
+                    f"the driver could not take in the plan journal of {self._url()}: "
+                    f"{type(exc).__name__}: {mask_url(str(exc))}; the study stopped (the log has the "
+                    "traceback). If this is a HippoWarning, a warnings filter turned it into an error"
+                )
+            )
             return False
         self._unreadable_since = None
         if changed:
@@ -126,8 +144,12 @@ class Journaling:
         try:
             self.plan.flush()
         except OSError as exc:  # storage down: keep the records buffered for a later flush
-            logger.error("could not write the plan journal at close (%s); %d records stay "
-                         "buffered in this process", exc, self.plan.buffered)
+            logger.error(
+                "could not write the plan journal at close (%s); %d records stay "
+                "buffered in this process",
+                exc,
+                self.plan.buffered,
+            )
 
     def _stop(self, error: HippoError) -> None:
         logger.error("%s", error)

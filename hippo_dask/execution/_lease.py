@@ -50,8 +50,12 @@ class Lease:
             else:
                 self.store.release(self.id)
         except (OSError, ValueError) as exc:
-            logger.warning("could not write the lease on %d checkpoint files of running stages "
-                           "(gc may take them for orphans): %s", len(held), exc)
+            logger.warning(
+                "could not write the lease on %d checkpoint files of running stages "
+                "(gc may take them for orphans): %s",
+                len(held),
+                exc,
+            )
             return
         self._held, self._written = held, now
 

@@ -115,13 +115,20 @@ def fitting(chain: list[Stage], seconds_left: float, lifetime: float | None = No
         if total > seconds_left:
             break
         out.append(stage)
-    if not out and chain and lifetime is not None and chain[0].seconds > lifetime \
-            and seconds_left >= lifetime / 2:
+    if (
+        not out
+        and chain
+        and lifetime is not None
+        and chain[0].seconds > lifetime
+        and seconds_left >= lifetime / 2
+    ):
         out = chain[:1]
     return out
 
 
-def withdrawals(flights: Flights, workers: Workers, now: float, withdraw_after: float) -> Withdraw | None:
+def withdrawals(
+    flights: Flights, workers: Workers, now: float, withdraw_after: float
+) -> Withdraw | None:
     """While a worker is idle, the chains queued behind busy workers to take back.
 
     Lookahead queues a ready chain behind the busy worker expected to free first, so the chain
@@ -148,7 +155,9 @@ def withdrawals(flights: Flights, workers: Workers, now: float, withdraw_after: 
     return Withdraw(asks) if asks else None
 
 
-def cover(wanted: list[tuple[Node, int]], flights: Flights) -> tuple[list[AddPoint], set[tuple[Node, int]]]:
+def cover(
+    wanted: list[tuple[Node, int]], flights: Flights
+) -> tuple[list[AddPoint], set[tuple[Node, int]]]:
     """Requests a flight passes: ask it to evaluate (and save) there. Returns those actions and
     the requests they cover, which the stage tree then leaves out."""
     covered: set[tuple[Node, int]] = set()
@@ -178,7 +187,9 @@ class _Lane:
     seconds: float
 
 
-def place(tree: StageTree, flights: Flights, workers: Workers) -> tuple[list[Submit | AddPoint], int]:
+def place(
+    tree: StageTree, flights: Flights, workers: Workers
+) -> tuple[list[Submit | AddPoint], int]:
     """The actions that start ``tree``'s ready chains; and how many found no idle worker.
 
     ``tree`` was built with every flight as a source (``stage.after`` names a flight's key).
@@ -201,8 +212,12 @@ def place(tree: StageTree, flights: Flights, workers: Workers) -> tuple[list[Sub
     lanes: dict[str, _Lane] = {}
     for worker in alive:
         queue = flights.queue(worker)
-        lanes[worker] = _Lane([f.key for f in queue], [tuple(f.chain) for f in queue],
-                              sum(f.steps for f in queue), sum(f.seconds() for f in queue))
+        lanes[worker] = _Lane(
+            [f.key for f in queue],
+            [tuple(f.chain) for f in queue],
+            sum(f.steps for f in queue),
+            sum(f.seconds() for f in queue),
+        )
     made = 0
 
     def fit(chain: list[Stage], worker: str) -> list[Stage]:

@@ -116,15 +116,23 @@ class Recorder:
         ``started`` and ``finished`` are the worker's times when it reported them; without a
         report, ``started`` stays unknown (NaN) and ``finished`` is now.
         """
-        self._stage(stage, status, started, time.time() if finished is None else finished,
-                    error)
+        self._stage(stage, status, started, time.time() if finished is None else finished, error)
 
-    def _stage(self, stage: StageInFlight, status: str, started: float, finished: float,
-               error: str = "") -> None:
-        self._stages.append(StageRecord(
-            node=stage.node.owner.id, start_step=stage.start, step=stage.stop, started=started,
-            finished=finished, worker=stage.worker, status=status, error=error,
-        ))
+    def _stage(
+        self, stage: StageInFlight, status: str, started: float, finished: float, error: str = ""
+    ) -> None:
+        self._stages.append(
+            StageRecord(
+                node=stage.node.owner.id,
+                start_step=stage.start,
+                step=stage.stop,
+                started=started,
+                finished=finished,
+                worker=stage.worker,
+                status=status,
+                error=error,
+            )
+        )
         self._soon()
 
     def _soon(self) -> None:
@@ -160,13 +168,19 @@ class Recorder:
             rows, self._rows = self._rows, []
             stages, self._stages = self._stages, []
 
-            def write() -> None:
+            def write(rows: list[MetricRow] = rows, stages: list[StageRecord] = stages) -> None:
                 if rows:
-                    with_retries(lambda: metrics.append(rows),
-                                 what="appending metrics to the zarr store", timeout=self.timeout)
+                    with_retries(
+                        lambda: metrics.append(rows),
+                        what="appending metrics to the zarr store",
+                        timeout=self.timeout,
+                    )
                 if stages:
-                    with_retries(lambda: metrics.append_stages(stages),
-                                 what="appending stage records", timeout=self.timeout)
+                    with_retries(
+                        lambda: metrics.append_stages(stages),
+                        what="appending stage records",
+                        timeout=self.timeout,
+                    )
 
             try:
                 await asyncio.to_thread(write)

@@ -192,8 +192,13 @@ class Reports:
             stats.resumed_from_checkpoint += 1
         if self.recorder is not None:
             self.recorder.metric_rows(
-                MetricRow(trial=node.owner.id, step=p.step, values=values,
-                          wall_time=p.wall_time, worker=report.worker)
+                MetricRow(
+                    trial=node.owner.id,
+                    step=p.step,
+                    values=values,
+                    wall_time=p.wall_time,
+                    worker=report.worker,
+                )
                 for node, p, values in rows
             )
         for callback in self.on_report:
@@ -201,13 +206,21 @@ class Reports:
         for node, point, _ in rows:
             self.journaling.resolve(node, point.step)
 
-    def ended(self, flight: Flight, status: str, report: StageReport | None = None, *,
-              finished: float | None = None, error: str = "") -> None:
+    def ended(
+        self,
+        flight: Flight,
+        status: str,
+        report: StageReport | None = None,
+        *,
+        finished: float | None = None,
+        error: str = "",
+    ) -> None:
         """Record how a submitted stage ended, with the worker's times if it reported."""
         if self.recorder is not None:
             if report is not None:
-                self.recorder.ended(flight, status, started=report.started,
-                                    finished=report.finished, error=error)
+                self.recorder.ended(
+                    flight, status, started=report.started, finished=report.finished, error=error
+                )
             else:
                 self.recorder.ended(flight, status, finished=finished, error=error)
 
@@ -247,7 +260,9 @@ class Reports:
             return
         error = TrialFailedError(
             f"stage {flight.key} failed on {flight.worker}: {kind}: {message}",
-            exc_type=kind, stage=flight.key, worker_traceback=text,
+            exc_type=kind,
+            stage=flight.key,
+            worker_traceback=text,
         )
         logger.warning("%s", error)
         self.waiters.fail_needing(flight.node, flight.start, error)
@@ -268,13 +283,20 @@ class Reports:
         for worker in gone:
             self._missing[worker] = self._missing.get(worker, 0) + 1
         # A worker counts as gone once two looks in a row miss it (or Dask cancelled its task).
-        workers = sorted({f.worker for f in self.flights
-                          if f.worker in self.dead or self._missing.get(f.worker, 0) >= 2})
+        workers = sorted(
+            {
+                f.worker
+                for f in self.flights
+                if f.worker in self.dead or self._missing.get(f.worker, 0) >= 2
+            }
+        )
         if not workers:
             return
         self.dead |= set(workers)
         lost = self.flights.lose(workers)
-        logger.warning("worker(s) %s left with %d stage(s); planning them again", workers, len(lost))
+        logger.warning(
+            "worker(s) %s left with %d stage(s); planning them again", workers, len(lost)
+        )
         self.dask.cancel([f.future for f in lost])
         for f in lost:
             self._count_loss(f)
@@ -288,7 +310,9 @@ class Reports:
             try:
                 if self.store.exists(uri):
                     self.plan.record_checkpoint(flight.node, step, uri)
-                    logger.info("stage %s had saved step %d before its worker left", flight.key, step)
+                    logger.info(
+                        "stage %s had saved step %d before its worker left", flight.key, step
+                    )
             except OSError as exc:
                 logger.warning("could not look for %s: %s", uri, exc)
 
@@ -304,19 +328,25 @@ class Reports:
         workers = self._losses.setdefault((flight.node, flight.stop), set())
         workers.add(flight.worker)
         count = len(workers)
-        self.ended(flight, FAILED if count >= _MAX_LOSSES else LOST,
-                   error="WorkerLost" if count >= _MAX_LOSSES else "")
+        self.ended(
+            flight,
+            FAILED if count >= _MAX_LOSSES else LOST,
+            error="WorkerLost" if count >= _MAX_LOSSES else "",
+        )
         if count >= _MAX_LOSSES:
             self._stage_failed(
-                flight, "WorkerLost",
+                flight,
+                "WorkerLost",
                 f"the worker running this stage left {count} times; it is probably crashing "
-                "on it (out of memory? a trainer class the workers cannot import?)", "",
+                "on it (out of memory? a trainer class the workers cannot import?)",
+                "",
             )
 
     # -- withdrawals ------------------------------------------------------------------------------
 
-    def took_back(self, asks: Mapping[str, tuple[str, ...]], answers: Mapping[str, Any],
-                  now: float) -> None:
+    def took_back(
+        self, asks: Mapping[str, tuple[str, ...]], answers: Mapping[str, Any], now: float
+    ) -> None:
         """Forget what the workers gave back; mark what they refused as started (at ``now``).
 
         A worker that gave back a stage skips it, and every stage after it on that worker

@@ -25,12 +25,15 @@ class Point:
     def merge(self, other: Point) -> Point:
         """This point and ``other`` (the same step) as one: evaluate if either does, save under
         this one's name, else ``other``'s."""
-        return Point(self.step, self.evaluate or other.evaluate, self.checkpoint or other.checkpoint)
+        return Point(
+            self.step, self.evaluate or other.evaluate, self.checkpoint or other.checkpoint
+        )
 
     def covers(self, other: Point) -> bool:
         """Whether stopping here does all that ``other`` asks for."""
         return (self.evaluate or not other.evaluate) and (
-            self.checkpoint is not None or other.checkpoint is None)
+            self.checkpoint is not None or other.checkpoint is None
+        )
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ logger = logging.getLogger("hippo_dask.execution._driver")
 Payload = tuple[str, Any, str]
 
 
-def stage_points(stage: Stage, checkpoint_interval: float, eval_every: int | None = None
-                 ) -> dict[int, tuple[bool, bool]]:
+def stage_points(
+    stage: Stage, checkpoint_interval: float, eval_every: int | None = None
+) -> dict[int, tuple[bool, bool]]:
     """Where a stage stops: step -> ``(evaluate, save)``.
 
     Every stage end is a request's end or a branch point, so it is saved (other stages resume
@@ -128,7 +129,9 @@ class Submission:
         h.update(self.digest(stage.node, stage.start).encode())
         h.update(self.digest(stage.node, stage.stop).encode())
         h.update(repr(points).encode())
-        key = f"hippo-stage-{stage.node.owner.id[:8]}-{stage.start}-{stage.stop}-{h.hexdigest()[:16]}"
+        key = (
+            f"hippo-stage-{stage.node.owner.id[:8]}-{stage.start}-{stage.stop}-{h.hexdigest()[:16]}"
+        )
         attempt = self._attempts.get(key)
         return key if attempt is None else f"{key}~{attempt}"
 
@@ -136,7 +139,8 @@ class Submission:
         return tuple(
             Point(step, evaluate, self.checkpoint_name(stage.node, step) if save else None)
             for step, (evaluate, save) in stage_points(
-                stage, self.checkpoint_interval, self.eval_every).items()
+                stage, self.checkpoint_interval, self.eval_every
+            ).items()
         )
 
     @staticmethod
@@ -197,10 +201,20 @@ class Submission:
                 chained=chained,
             )
             deps = [previous] if previous is not None else []
-            future = self.dask.submit(run_stage, spec, *deps, key=key, worker=worker,
-                                      priority=int(tree.remaining(stage)))
-            flight = Flight(key, stage.node, stage.start, stage.stop, worker,
-                            {p.step: p for p in points}, future, lookahead=lookahead, began=began)
+            future = self.dask.submit(
+                run_stage, spec, *deps, key=key, worker=worker, priority=int(tree.remaining(stage))
+            )
+            flight = Flight(
+                key,
+                stage.node,
+                stage.start,
+                stage.stop,
+                worker,
+                {p.step: p for p in points},
+                future,
+                lookahead=lookahead,
+                began=began,
+            )
             lookahead, began = False, None
             flights.append(flight)
             if self.recorder is not None:
@@ -210,7 +224,9 @@ class Submission:
         self.flights.add_chain(worker, flights)
         for flight in flights:
             flight.future.add_done_callback(self._callback(flight.key))
-        logger.info("chain of %d stages (%d steps) to %s", len(chain), sum(s.steps for s in chain), worker)
+        logger.info(
+            "chain of %d stages (%d steps) to %s", len(chain), sum(s.steps for s in chain), worker
+        )
 
     def add_point(self, action: AddPoint) -> None:
         """Have flight ``action.key`` also stop (save, maybe evaluate) at ``action.step``."""

@@ -65,7 +65,8 @@ class Waiters:
         left pending in the shared plan are theirs to ask for again.
         """
         return [
-            key for key, waiters in self._waiting.items()
+            key
+            for key, waiters in self._waiting.items()
             if waiters and key[1] not in key[0].metrics and key not in self._failed
         ]
 

@@ -42,8 +42,14 @@ from hippo_dask.storage import with_retries
 from hippo_dask.trainer import Trainer, check_metrics
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "TABLES", "StageTables", "add_points_async", "pending_points",
-    "run_stage", "withdraw_async", "worker_deadline",
+    "CHECKPOINT_FORMAT",
+    "TABLES",
+    "StageTables",
+    "add_points_async",
+    "pending_points",
+    "run_stage",
+    "withdraw_async",
+    "worker_deadline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -261,8 +267,11 @@ def _restore(spec: StageSpec, report: StageReport, tables: StageTables) -> _Live
         return live
     for step, uri in spec.sources:
         try:
-            state = with_retries(lambda: spec.store.load(uri), what=f"loading checkpoint {uri}",
-                                 timeout=spec.storage_timeout)
+            state = with_retries(
+                lambda uri=uri: spec.store.load(uri),
+                what=f"loading checkpoint {uri}",
+                timeout=spec.storage_timeout,
+            )
             expected = state_digest(spec.trial, step, spec.fingerprint)
             if state.get("digest") != expected or state.get("format") != CHECKPOINT_FORMAT:
                 raise CorruptCheckpointError(
@@ -277,7 +286,9 @@ def _restore(spec: StageSpec, report: StageReport, tables: StageTables) -> _Live
         report.resumed_from = uri
         return _Live(trainer, step, expected, {})
     report.resumed_from = "scratch"
-    return _Live(spec.trainer_cls(dict(spec.config)), 0, state_digest(spec.trial, 0, spec.fingerprint), {})
+    return _Live(
+        spec.trainer_cls(dict(spec.config)), 0, state_digest(spec.trial, 0, spec.fingerprint), {}
+    )
 
 
 def _change_steps(spec: StageSpec, start: int) -> list[int]:
@@ -301,7 +312,8 @@ def _setup(live: _Live, spec: StageSpec, step: int) -> None:
     values = _values_at(spec, step)
     fresh = not live.hp
     changed = {
-        k: v for k, v in values.items()
+        k: v
+        for k, v in values.items()
         if fresh or k not in live.hp or type(live.hp[k]) is not type(v) or live.hp[k] != v
     }
     if changed:
@@ -318,16 +330,24 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
     (``spec.chained``) sees the failure in its first argument and skips itself.
     """
     report = StageReport(
-        key=spec.key, worker=_worker_address(), started=time.time(), finished=0.0,
-        trained_steps=0, train_seconds=0.0, resumed_from="",
+        key=spec.key,
+        worker=_worker_address(),
+        started=time.time(),
+        finished=0.0,
+        trained_steps=0,
+        train_seconds=0.0,
+        resumed_from="",
     )
     tables = _tables()
     if not tables.claim(spec.key):  # the driver took it back for another worker
         report.skipped = True
         report.finished = time.time()
         return report
-    if spec.chained and after and isinstance(after[0], StageReport) and (
-        after[0].error is not None or after[0].skipped
+    if (
+        spec.chained
+        and after
+        and isinstance(after[0], StageReport)
+        and (after[0].error is not None or after[0].skipped)
     ):
         report.skipped = True
         report.finished = time.time()
@@ -337,7 +357,11 @@ def run_stage(spec: StageSpec, *after: Any) -> StageReport:
     except StageCancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the driver with the traceback
-        report.error = (type(exc).__name__, str(exc), "".join(traceback.format_tb(exc.__traceback__)))
+        report.error = (
+            type(exc).__name__,
+            str(exc),
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
     report.finished = time.time()
     return report
 
@@ -402,14 +426,18 @@ def _handle_point(live: _Live, spec: StageSpec, point: Point | None, report: Sta
             "trainer": live.trainer.state_dict(),
         }
         name = point.checkpoint
-        uri = with_retries(lambda: spec.store.save(name, state), what=f"saving checkpoint {name}",
-                           timeout=spec.storage_timeout)
+        uri = with_retries(
+            lambda: spec.store.save(name, state),
+            what=f"saving checkpoint {name}",
+            timeout=spec.storage_timeout,
+        )
     metrics = None
     if point.evaluate:
         # Checked here, where the trainer returned it: a bad name or value fails this stage
         # (InvalidMetricsError, not retried) before anything of it is reported or stored.
-        metrics = check_metrics(live.trainer.evaluate(), f"{type(live.trainer).__name__}.evaluate()")
+        metrics = check_metrics(
+            live.trainer.evaluate(), f"{type(live.trainer).__name__}.evaluate()"
+        )
     report.points.append(
         PointResult(step=point.step, metrics=metrics, checkpoint=uri, wall_time=result.wall_time)
     )
-

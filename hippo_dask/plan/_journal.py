@@ -136,7 +136,9 @@ class Journal:
         try:
             fs.makedirs(self.folder, exist_ok=True)
         except OSError as exc:
-            raise JournalError(f"cannot create {self.folder}: {type(exc).__name__}: {exc}") from None
+            raise JournalError(
+                f"cannot create {self.folder}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def check_bucket(self) -> None:
         """Raise :class:`StorageError` naming the bucket if the URL's bucket does not exist."""
@@ -169,7 +171,9 @@ class Journal:
         try:
             return bool(self.fs.isdir(self.folder))
         except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
-            raise JournalError(f"cannot look into {self.folder}: {type(exc).__name__}: {exc}") from None
+            raise JournalError(
+                f"cannot look into {self.folder}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def probe(self) -> None:
         """Write and remove a small object, to find a read-only or unreachable folder early."""

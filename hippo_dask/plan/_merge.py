@@ -62,7 +62,8 @@ class StateBook:
         entries = self.checkpoints.get(state, {})
         cut = self.legacy_forgets.get(state)
         return {
-            i: e for i, e in entries.items()
+            i: e
+            for i, e in entries.items()
             if i not in self.dead and not (e[2] and cut is not None and e[1] < cut)
         }
 
@@ -109,8 +110,11 @@ class StateBook:
         """Whether these metrics replace what the state holds; records their stamp if so."""
         old = self.metric_stamps.get((node, step))
         held = node.metrics.get(step)
-        if (old is not None and held is not None
-                and (stamp < old or (stamp == old and _canon(values) <= _canon(held)))):
+        if (
+            old is not None
+            and held is not None
+            and (stamp < old or (stamp == old and _canon(values) <= _canon(held)))
+        ):
             return False
         self.metric_stamps[(node, step)] = stamp
         return True

@@ -183,7 +183,11 @@ class SearchPlan:
             try:
                 plan._restore(_snapshot.decode(data))
             except Exception as exc:  # noqa: BLE001 - any damage: try the next older one
-                why = exc if isinstance(exc, _snapshot.SnapshotError) else f"{type(exc).__name__}: {exc}"
+                why = (
+                    exc
+                    if isinstance(exc, _snapshot.SnapshotError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
                 warnings.warn(
                     f"search plan snapshot {path} was skipped ({why}); reading the journal "
                     "segments instead",
@@ -304,8 +308,10 @@ class SearchPlan:
             If storage cannot be written.
         """
         if self._journal is None or self._read_only:
-            raise HippoError("SearchPlan.compact: only a plan opened for writing "
-                             "(SearchPlan.open(url)) can be compacted")
+            raise HippoError(
+                "SearchPlan.compact: only a plan opened for writing "
+                "(SearchPlan.open(url)) can be compacted"
+            )
         self.flush()
         payload = self._export()
         path = _snapshot.write(self._journal, payload)
@@ -320,8 +326,9 @@ class SearchPlan:
         check = SearchPlan._attached(journal)  # marks seen only what is seen already
         check._restore(_snapshot.decode(journal.fs.cat_file(path)))
         if check.stats() != self.stats():
-            raise HippoError(f"the snapshot {path} does not read back as the plan; nothing "
-                             "was pruned")
+            raise HippoError(
+                f"the snapshot {path} does not read back as the plan; nothing was pruned"
+            )
         _snapshot.prune(journal, path, payload["segments"])
 
     def _export(self) -> dict[str, Any]:
@@ -334,9 +341,16 @@ class SearchPlan:
             "sequences": sequences,
             "trials": trials,
             "nodes": [
-                [n.owner.id, -1 if n.parent is None else index[n.parent], n.start, n.extent,
-                 list(n.requests.items()), list(n.checkpoints.items()), list(n.metrics.items()),
-                 n.seconds_per_step]
+                [
+                    n.owner.id,
+                    -1 if n.parent is None else index[n.parent],
+                    n.start,
+                    n.extent,
+                    list(n.requests.items()),
+                    list(n.checkpoints.items()),
+                    list(n.metrics.items()),
+                    n.seconds_per_step,
+                ]
                 for n in nodes
             ],
             "tags": [[tag, trial.id, steps] for tag, (trial, steps) in self._tagged.items()],
@@ -350,11 +364,14 @@ class SearchPlan:
         """Take the state of a snapshot's ``payload``; raises on anything inconsistent."""
         trials = _snapshot.decode_trials(payload["sequences"], payload["trials"])
         nodes: list[Node] = []
-        for owner, parent, start, extent, requests, checkpoints, metrics, seconds in payload["nodes"]:
+        for owner, parent, start, extent, requests, checkpoints, metrics, seconds in payload[
+            "nodes"
+        ]:
             if not isinstance(parent, int) or not -1 <= parent < len(nodes):
                 raise ValueError(f"node {len(nodes)} names parent {parent!r}")
-            node = self._trie.attach(trials[owner], int(start), None if parent < 0 else
-                                     nodes[parent], int(extent))
+            node = self._trie.attach(
+                trials[owner], int(start), None if parent < 0 else nodes[parent], int(extent)
+            )
             node.requests = {int(s): int(c) for s, c in requests}
             for step, uri in checkpoints:
                 node.add_checkpoint(int(step), str(uri))
@@ -397,7 +414,15 @@ class SearchPlan:
         tag = trial.id if tag is None else str(tag)
         request = self._request(trial, steps, tag)
         if self._journal is not None:
-            self._log({"op": "request", "trial": trial.to_dict(), "id": trial.id, "steps": steps, "tag": tag})
+            self._log(
+                {
+                    "op": "request",
+                    "trial": trial.to_dict(),
+                    "id": trial.id,
+                    "steps": steps,
+                    "tag": tag,
+                }
+            )
         return request
 
     def _request(self, trial: Trial, steps: int, tag: str) -> Request:
@@ -431,8 +456,9 @@ class SearchPlan:
             return None
         reach = self._reach.get(trial_id)
         if reach is not None and step <= reach[1]:  # up the trial's own path: no walk from the root
-            return next(n for n in reach[0].ancestors(inclusive=True)
-                        if n.start < step or n.parent is None)
+            return next(
+                n for n in reach[0].ancestors(inclusive=True) if n.start < step or n.parent is None
+            )
         node = self._trie.place(trial, step, create=False, extend=False)
         if node is None or step > node.extent:
             return None
@@ -472,8 +498,9 @@ class SearchPlan:
         node = self._canonical(node, step)
         record_id = self._new_id()
         self._book.checkpoint(node, step, uri, record_id)
-        self._log({"op": "checkpoint", "trial": node.owner.id, "step": step, "uri": uri,
-                   "id": record_id})
+        self._log(
+            {"op": "checkpoint", "trial": node.owner.id, "step": step, "uri": uri, "id": record_id}
+        )
 
     def forget_checkpoint(self, node: Node, step: int) -> None:
         """The checkpoint at ``step`` is gone or bad: plan as if it never existed.
@@ -500,8 +527,9 @@ class SearchPlan:
         at = time.time_ns()
         if self._book.newer_metrics(node, step, values, (at, *NOWHERE)):
             self._set_metrics(node, step, values)
-        self._log({"op": "metrics", "trial": node.owner.id, "step": step, "values": values,
-                   "at": at})
+        self._log(
+            {"op": "metrics", "trial": node.owner.id, "step": step, "values": values, "at": at}
+        )
 
     def _set_metrics(self, node: Node, step: int, values: Mapping[str, float]) -> None:
         node.metrics[step] = {k: float(v) for k, v in values.items()}
@@ -515,8 +543,15 @@ class SearchPlan:
         at = time.time_ns()
         if self._book.newer_profile(node, seconds, (at, *NOWHERE)):
             node.seconds_per_step = seconds
-        self._log({"op": "profile", "trial": node.owner.id, "step": node.start + 1,
-                   "seconds": seconds, "at": at})
+        self._log(
+            {
+                "op": "profile",
+                "trial": node.owner.id,
+                "step": node.start + 1,
+                "seconds": seconds,
+                "at": at,
+            }
+        )
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -590,8 +625,12 @@ class SearchPlan:
         states are not planned again; ``exclude`` are requests somebody already takes care of.
         """
         skip = set(exclude)
-        wanted = self.pending() if requests is None else sorted(
-            {r for r in requests if r[1] not in r[0].metrics}, key=lambda r: (r[0].id, r[1])
+        wanted = (
+            self.pending()
+            if requests is None
+            else sorted(
+                {r for r in requests if r[1] not in r[0].metrics}, key=lambda r: (r[0].id, r[1])
+            )
         )
         return build_stage_tree([r for r in wanted if r not in skip], running=running)
 
@@ -602,4 +641,3 @@ class SearchPlan:
             f"<SearchPlan{where}: {s.trials} trials, {s.nodes} nodes, {s.unique_steps} unique of "
             f"{s.requested_steps} requested steps, {s.pending} pending>"
         )
-

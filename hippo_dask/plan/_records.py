@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hippo_dask.seq import Sequence, from_dict
 from hippo_dask._constants import MAX_STEPS
+from hippo_dask.seq import Sequence, from_dict
 from hippo_dask.trial import Trial
 
 __all__ = [
@@ -201,7 +201,9 @@ class TrialBuilder:
 
 
 def _request(
-    raw: dict[str, Any], trials: Callable[[str], Trial | None], build: Callable[[dict[str, Any]], Trial]
+    raw: dict[str, Any],
+    trials: Callable[[str], Trial | None],
+    build: Callable[[dict[str, Any]], Trial],
 ) -> RequestRecord:
     trial_id = _text(raw, "id")
     steps = _step(raw, "steps", 1)

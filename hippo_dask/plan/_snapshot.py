@@ -42,8 +42,16 @@ from hippo_dask.seq import from_dict
 from hippo_dask.trial import Trial
 
 __all__ = [
-    "FORMAT", "SnapshotError", "decode", "decode_trials", "encode", "encode_trials",
-    "list_snapshots", "prune", "read", "write",
+    "FORMAT",
+    "SnapshotError",
+    "decode",
+    "decode_trials",
+    "encode",
+    "encode_trials",
+    "list_snapshots",
+    "prune",
+    "read",
+    "write",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,8 +105,11 @@ def list_snapshots(journal: Journal) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - botocore's errors are not OSErrors
         raise JournalError(f"cannot list {folder(journal)}: {type(exc).__name__}: {exc}") from None
     names = [str(e).rsplit("/", 1)[-1] for e in entries]
-    return [f"{folder(journal)}/{n}" for n in sorted(names, reverse=True)
-            if n.endswith(".snap") and not n.startswith(".")]
+    return [
+        f"{folder(journal)}/{n}"
+        for n in sorted(names, reverse=True)
+        if n.endswith(".snap") and not n.startswith(".")
+    ]
 
 
 def read(journal: Journal) -> Iterator[tuple[str, bytes]]:

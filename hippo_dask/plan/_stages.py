@@ -67,9 +67,12 @@ class Stage:
 
     def __repr__(self) -> str:
         source = (
-            f"after stage {self.parent.node.id}:{self.parent.stop}" if self.parent is not None
-            else f"from {self.load_from}" if self.load_from is not None
-            else f"after {self.after!r}" if self.after is not None
+            f"after stage {self.parent.node.id}:{self.parent.stop}"
+            if self.parent is not None
+            else f"from {self.load_from}"
+            if self.load_from is not None
+            else f"after {self.after!r}"
+            if self.after is not None
             else "from scratch"
         )
         return f"<Stage node={self.node.id} {self.start}->{self.stop} {source}>"
@@ -148,7 +151,9 @@ class StageTree:
         return f"<StageTree {len(self.stages)} stages, {self.total_steps} steps>"
 
 
-_Source = tuple[str, Any]  # ("stage", Stage) | ("checkpoint", uri) | ("after", token) | ("scratch", None)
+_Source = tuple[
+    str, Any
+]  # ("stage", Stage) | ("checkpoint", uri) | ("after", token) | ("scratch", None)
 
 
 def build_stage_tree(

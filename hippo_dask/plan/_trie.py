@@ -71,7 +71,12 @@ class Node:
     )
 
     def __init__(
-        self, id: int, owner: Trial, start: int, parent: Node | None, profiles: Profiles | None = None
+        self,
+        id: int,
+        owner: Trial,
+        start: int,
+        parent: Node | None,
+        profiles: Profiles | None = None,
     ) -> None:
         self.id = id
         self.owner = owner
@@ -214,7 +219,9 @@ class Trie:
     def root_key(trial: Trial) -> RootKey:
         return (trial.fixed_key, trial.names, trial.kinds, trial.value_key(0))
 
-    def place(self, trial: Trial, steps: int, *, create: bool = True, extend: bool = True) -> Node | None:
+    def place(
+        self, trial: Trial, steps: int, *, create: bool = True, extend: bool = True
+    ) -> Node | None:
         """The node holding ``trial``'s step ``steps - 1`` (where its state after ``steps`` lives).
 
         With ``create`` the missing part of the path is added; with ``extend`` the path's nodes

@@ -118,18 +118,14 @@ def positive_int(value: Any, *, family: str, argument: str) -> int:
             f"{family}: `{argument}` must be a whole number of steps, got {value!r}{hint}"
         )
     if int(value) < 1:
-        raise InvalidSequenceError(
-            f"{family}: `{argument}` must be at least 1 step, got {value!r}"
-        )
+        raise InvalidSequenceError(f"{family}: `{argument}` must be at least 1 step, got {value!r}")
     return int(value)
 
 
 def milestones_tuple(value: Any, *, family: str) -> tuple[int, ...]:
     """Validate milestones: positive whole steps in strictly increasing order."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise InvalidSequenceError(
-            f"{family}: `milestones` must be a list of steps, got {value!r}"
-        )
+        raise InvalidSequenceError(f"{family}: `milestones` must be a list of steps, got {value!r}")
     items = list(value)
     for item in items:
         if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
@@ -277,9 +273,7 @@ def from_dict(data: Mapping[str, Any]) -> Sequence:
     name = data.pop("type", None)
     cls = _REGISTRY.get(str(name))
     if cls is None:
-        raise InvalidSequenceError(
-            f"unknown sequence type {name!r}; known: {sorted(_REGISTRY)}"
-        )
+        raise InvalidSequenceError(f"unknown sequence type {name!r}; known: {sorted(_REGISTRY)}")
     args = data.pop("*args", None)
     decoded = {k: _decode(v) for k, v in data.items()}
     if args is not None:

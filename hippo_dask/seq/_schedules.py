@@ -110,7 +110,9 @@ class MultiStep(Sequence):
         return self.levels[bisect.bisect_right(self.milestones, int(step))]
 
     def values(self, start: int, stop: int) -> np.ndarray:
-        index = np.searchsorted(np.asarray(self.milestones, dtype=np.int64), _steps(start, stop), side="right")
+        index = np.searchsorted(
+            np.asarray(self.milestones, dtype=np.int64), _steps(start, stop), side="right"
+        )
         result: np.ndarray = self._array[index]
         return result
 
@@ -141,7 +143,9 @@ class StepLR(Sequence):
         return {"v0": self.v0, "gamma": self.gamma, "milestones": list(self.milestones)}
 
     def values(self, start: int, stop: int) -> np.ndarray:
-        k = np.searchsorted(np.asarray(self.milestones, dtype=np.int64), _steps(start, stop), side="right")
+        k = np.searchsorted(
+            np.asarray(self.milestones, dtype=np.int64), _steps(start, stop), side="right"
+        )
         result: np.ndarray = self.v0 * self.gamma ** k.astype(np.float64)
         return result
 
@@ -199,7 +203,9 @@ class Linear(Sequence):
         return result
 
 
-def _cosine(v0: float, eta_min: float, position: np.ndarray, period: np.ndarray | int) -> np.ndarray:
+def _cosine(
+    v0: float, eta_min: float, position: np.ndarray, period: np.ndarray | int
+) -> np.ndarray:
     result: np.ndarray = eta_min + (v0 - eta_min) * (1.0 + np.cos(np.pi * position / period)) / 2.0
     return result
 
@@ -288,8 +294,10 @@ class Cyclic(Sequence):
         self, base: float, max: float, step_size_up: int, step_size_down: int | None = None
     ) -> None:
         up = positive_int(step_size_up, family="Cyclic", argument="step_size_up")
-        down = up if step_size_down is None else positive_int(
-            step_size_down, family="Cyclic", argument="step_size_down"
+        down = (
+            up
+            if step_size_down is None
+            else positive_int(step_size_down, family="Cyclic", argument="step_size_down")
         )
         self._freeze(
             base=finite_float(base, family="Cyclic", argument="base"),

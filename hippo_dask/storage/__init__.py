@@ -20,7 +20,6 @@ from hippo_dask.storage._checkpoints import (
 )
 from hippo_dask.storage._gc import GarbageReport, collect_garbage
 from hippo_dask.storage._metrics import MetricRow, MetricsStore, StageRecord, new_writer_id
-from hippo_dask.storage._study_store import StudyCheckpointStore
 
 # For the other packages of hippo_dask (outside __all__): how storage calls are retried, and
 # which storage errors pass.
@@ -30,6 +29,7 @@ from hippo_dask.storage._retry import (  # noqa: E402, F401
     with_retries,
     with_retries_async,
 )
+from hippo_dask.storage._study_store import StudyCheckpointStore
 
 if TYPE_CHECKING:
     from hippo_dask.storage._state_file import SAFE_GLOBALS as SAFE_GLOBALS

@@ -247,8 +247,11 @@ class FsspecCheckpointStore(CheckpointStore):
             raise ValueError(f"The value of `uri` is {uri!r}, but must be a checkpoint URI.")
         # A location relative to the folder's parent (a study root journals ``ckpt/<name>.ckpt``).
         head, _, tail = uri.partition("/")
-        if head == self.folder.rsplit("/", 1)[-1] \
-                and STORAGE_NAME.fullmatch(tail.removesuffix(".ckpt")) and tail.endswith(".ckpt"):
+        if (
+            head == self.folder.rsplit("/", 1)[-1]
+            and STORAGE_NAME.fullmatch(tail.removesuffix(".ckpt"))
+            and tail.endswith(".ckpt")
+        ):
             return f"{self.folder}/{tail}"
         protocol = fsspec.core.split_protocol(uri)[0] or "file"
         served = protocols(self.fs)
@@ -285,9 +288,7 @@ class FsspecCheckpointStore(CheckpointStore):
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)
 
-    def _storage_call(
-        self, call: Callable[[], _T], what: str, *, missing: str | None = None
-    ) -> _T:
+    def _storage_call(self, call: Callable[[], _T], what: str, *, missing: str | None = None) -> _T:
         try:
             return call()
         except FileNotFoundError as exc:
@@ -302,8 +303,9 @@ class FsspecCheckpointStore(CheckpointStore):
     def _fail(self, what: str, exc: BaseException) -> NoReturn:
         # `from None`: the cause's text is copied here with secrets masked; the original might
         # carry them (a signed URL, a botocore debug message).
-        raise StorageError(self._redact(f"{what}: {type(exc).__name__}: {exc}"),
-                           transient=transient(exc)) from None
+        raise StorageError(
+            self._redact(f"{what}: {type(exc).__name__}: {exc}"), transient=transient(exc)
+        ) from None
 
     def _redact(self, message: str) -> str:
         return self._redactor(message)

@@ -151,8 +151,12 @@ def _best(plan: SearchPlan, metric: str, mode: str) -> set[Item]:
 
 
 def _check_age(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value >= 0
+        or not math.isfinite(value)
+    ):
         raise HippoError(f"gc: `{name}` must be seconds >= 0, got {value!r}")
     return float(value)
 
@@ -211,17 +215,24 @@ def collect_garbage(
     report = GarbageReport(dry_run=dry_run)
 
     # (1) Decide on the plan as read.
-    referenced = {(node, step): loc for node in plan.nodes for step, loc in node.checkpoints.items()}
+    referenced = {
+        (node, step): loc for node in plan.nodes for step, loc in node.checkpoints.items()
+    }
     report.foreign = sorted({loc for loc in referenced.values() if store.name_of(loc) is None})
     keepers = _needed_by_pending(plan)
     if keep == "branch-points":
         keepers |= _branch_points(plan)
     elif keep == "best":
         keepers |= _best(plan, metric or "", mode)
-    doomed = {} if keep == "all" else {
-        item: loc for item, loc in referenced.items()
-        if item not in keepers and store.name_of(loc) is not None
-    }
+    doomed = (
+        {}
+        if keep == "all"
+        else {
+            item: loc
+            for item, loc in referenced.items()
+            if item not in keepers and store.name_of(loc) is not None
+        }
+    )
     # (2) Journal the forgetting before any file goes.
     if not dry_run and doomed:
         for node, step in doomed:
@@ -241,7 +252,9 @@ def collect_garbage(
                 plan.record_checkpoint(node, step, loc)
             plan.flush()
     in_use = {
-        store.name_of(loc) for node in plan.nodes for step, loc in node.checkpoints.items()
+        store.name_of(loc)
+        for node in plan.nodes
+        for step, loc in node.checkpoints.items()
         if not (dry_run and (node, step) in doomed and (node, step) not in spared)
     }
     held: set[str] = set()
@@ -278,9 +291,14 @@ def collect_garbage(
         elif not blocked and now - modified >= orphan_age:
             report.orphans.append(f"{CHECKPOINT_FOLDER}/{name}")
             report.bytes_freed += size
-    stale = [lease for lease in leases if not lease.fresh(now) and now - lease.modified >= orphan_age]
-    temporaries = [t for t in find_temporaries(store.fs, store.folder.rsplit("/", 1)[0], now=now)
-                   if t.age >= temp_age]
+    stale = [
+        lease for lease in leases if not lease.fresh(now) and now - lease.modified >= orphan_age
+    ]
+    temporaries = [
+        t
+        for t in find_temporaries(store.fs, store.folder.rsplit("/", 1)[0], now=now)
+        if t.age >= temp_age
+    ]
     report.temporaries = [t.path for t in temporaries]
     report.bytes_freed += sum(t.size for t in temporaries)
     if not dry_run:

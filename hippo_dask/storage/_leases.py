@@ -86,8 +86,9 @@ def _owner(owner: str) -> str:
     return owner
 
 
-def write_lease(store: StudyCheckpointStore, owner: str, names: Collection[str],
-                interval: float) -> None:
+def write_lease(
+    store: StudyCheckpointStore, owner: str, names: Collection[str], interval: float
+) -> None:
     """Write ``owner``'s lease on checkpoints ``names`` (atomically, replacing the last one)."""
     interval = float(interval)
     if not math.isfinite(interval) or not 0 < interval <= MAX_INTERVAL:
@@ -98,8 +99,9 @@ def write_lease(store: StudyCheckpointStore, owner: str, names: Collection[str],
     checked = sorted(set(names))
     for name in checked:
         store._path(name)  # validates
-    body = json.dumps({"format": FORMAT, "interval": interval, "checkpoints": checked},
-                      separators=(",", ":")).encode()
+    body = json.dumps(
+        {"format": FORMAT, "interval": interval, "checkpoints": checked}, separators=(",", ":")
+    ).encode()
     path = f"{lease_folder(store)}/{_owner(owner)}.json"
     store._storage_call(lambda: store._write(path, body), f"cannot write lease {path}")
 
@@ -145,8 +147,12 @@ def _parse(path: str, modified: float, data: bytes) -> Lease:
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         return bad(f"not a format-{FORMAT} lease object")
     interval, names = body.get("interval"), body.get("checkpoints")
-    if (isinstance(interval, bool) or not isinstance(interval, (int, float))
-            or not math.isfinite(interval) or not 0 < interval <= MAX_INTERVAL):
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not math.isfinite(interval)
+        or not 0 < interval <= MAX_INTERVAL
+    ):
         return bad(f"`interval` is {interval!r}, not seconds in (0, {MAX_INTERVAL:g}]")
     if not isinstance(names, list) or not all(
         isinstance(n, str) and STORAGE_NAME.fullmatch(n) for n in names

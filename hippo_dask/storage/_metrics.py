@@ -55,7 +55,6 @@ from zarr.storage import FsspecStore, LocalStore
 from hippo_dask._fs import STORAGE_NAME
 from hippo_dask._redact import Redactor, mask_url
 from hippo_dask.errors import StorageError
-from hippo_dask.storage._retry import transient
 from hippo_dask.storage._records import (
     BASE_COLUMNS,
     DONE,
@@ -63,20 +62,28 @@ from hippo_dask.storage._records import (
     MetricRow,
     StageRecord,
 )
+from hippo_dask.storage._retry import transient
 from hippo_dask.storage._tables import (
     _METRICS,
     _NUMPY,
     _STAGES,
+    T,
     _Cached,
     _gather,
     _NewRows,
     _read_new,
     _TableSpec,
     _TableWriter,
-    T,
 )
 
-__all__ = ["BASE_COLUMNS", "STAGE_COLUMNS", "MetricRow", "MetricsStore", "StageRecord", "new_writer_id"]
+__all__ = [
+    "BASE_COLUMNS",
+    "STAGE_COLUMNS",
+    "MetricRow",
+    "MetricsStore",
+    "StageRecord",
+    "new_writer_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +356,8 @@ class MetricsStore:
         return sorted(
             name
             for name in (n.rstrip("/").rsplit("/", 1)[-1] for n in names)
-            if STORAGE_NAME.fullmatch(name) and name != "zarr.json"
+            if STORAGE_NAME.fullmatch(name)
+            and name != "zarr.json"
             and not name.endswith(".partial")
         )
 
@@ -420,10 +428,7 @@ class MetricsStore:
 
     def _message(self, action: str, exc: BaseException) -> str:
         cause = self._redact(str(exc)) or "(no message)"
-        return (
-            f"metrics store {mask_url(self.url)}: cannot {action}: "
-            f"{type(exc).__name__}: {cause}"
-        )
+        return f"metrics store {mask_url(self.url)}: cannot {action}: {type(exc).__name__}: {cause}"
 
 
 def _frame(spec: _TableSpec, writer: str, new: _NewRows) -> pd.DataFrame:

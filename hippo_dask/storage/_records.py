@@ -41,7 +41,15 @@ __all__ = [
 ]
 
 STAGE_COLUMNS: Final = (
-    "node", "start_step", "step", "started", "finished", "worker", "status", "error", "writer"
+    "node",
+    "start_step",
+    "step",
+    "started",
+    "finished",
+    "worker",
+    "status",
+    "error",
+    "writer",
 )
 """Columns of :meth:`MetricsStore.read_stages`."""
 
@@ -197,13 +205,16 @@ class StageRecord:
             raise ValueError(f"{owner}: step {stop} is before start_step {start}")
         object.__setattr__(self, "start_step", start)
         object.__setattr__(self, "step", stop)
-        object.__setattr__(self, "started",
-                           _check_time(owner, "started", self.started, unknown=True))
-        object.__setattr__(self, "finished",
-                           _check_time(owner, "finished", self.finished, unknown=True))
+        object.__setattr__(
+            self, "started", _check_time(owner, "started", self.started, unknown=True)
+        )
+        object.__setattr__(
+            self, "finished", _check_time(owner, "finished", self.finished, unknown=True)
+        )
         if math.isnan(self.started) and self.status in (SUBMITTED, DONE):
             raise ValueError(f"{owner}.started must be finite in a {self.status!r} record")
         if math.isnan(self.finished) != (self.status == SUBMITTED):
             need = "NaN" if self.status == SUBMITTED else "finite"
-            raise ValueError(f"{owner}.finished must be {need} in a {self.status!r} record, "
-                             f"got {self.finished}")
+            raise ValueError(
+                f"{owner}.finished must be {need} in a {self.status!r} record, got {self.finished}"
+            )

@@ -35,8 +35,13 @@ from hippo_dask.errors import (
     StorageError,
 )
 
-__all__ = ["permanent_error", "transient", "transient_failures", "with_retries",
-           "with_retries_async"]
+__all__ = [
+    "permanent_error",
+    "transient",
+    "transient_failures",
+    "with_retries",
+    "with_retries_async",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +58,58 @@ def transient_failures() -> int:
 
 
 #: errno values that no amount of waiting cures.
-_PERMANENT_ERRNO: Final = frozenset({
-    errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
-    errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EINVAL, errno.ENAMETOOLONG, errno.EMSGSIZE,
-    errno.ENOSYS, errno.EREMCHG, errno.ENOTEMPTY,
-})
+_PERMANENT_ERRNO: Final = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EINVAL,
+        errno.ENAMETOOLONG,
+        errno.EMSGSIZE,
+        errno.ENOSYS,
+        errno.EREMCHG,
+        errno.ENOTEMPTY,
+    }
+)
 #: S3 error codes (and HTTP statuses) that mean "try again later".
-_TRANSIENT_CODES: Final = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-    "OperationAborted", "500", "502", "503", "504", "429",
-})
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+        "500",
+        "502",
+        "503",
+        "504",
+        "429",
+    }
+)
 #: botocore/aiohttp exception class names (anywhere in the class's bases) of a lost connection.
-_CONNECTION_NAMES: Final = frozenset({
-    "EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError",
-    "ReadTimeoutError", "HTTPClientError", "ClientConnectionError", "ServerDisconnectedError",
-    "ServerTimeoutError",
-})
+_CONNECTION_NAMES: Final = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "HTTPClientError",
+        "ClientConnectionError",
+        "ServerDisconnectedError",
+        "ServerTimeoutError",
+    }
+)
 _DEPTH: Final = 8
 
 
@@ -80,8 +120,16 @@ def _verdict(exc: BaseException) -> bool | None:
         return flag
     if isinstance(exc, (CheckpointNotFoundError, CorruptCheckpointError)):
         return False
-    if isinstance(exc, (PermissionError, FileNotFoundError, NotADirectoryError,
-                        IsADirectoryError, FileExistsError)):
+    if isinstance(
+        exc,
+        (
+            PermissionError,
+            FileNotFoundError,
+            NotADirectoryError,
+            IsADirectoryError,
+            FileExistsError,
+        ),
+    ):
         return False
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
         return True
@@ -90,8 +138,9 @@ def _verdict(exc: BaseException) -> bool | None:
         error = response.get("Error") or {}
         code = str(error.get("Code", ""))
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        return code in _TRANSIENT_CODES or (isinstance(status, int) and (
-            status >= 500 or status == 429))
+        return code in _TRANSIENT_CODES or (
+            isinstance(status, int) and (status >= 500 or status == 429)
+        )
     if any(cls.__name__ in _CONNECTION_NAMES for cls in type(exc).__mro__):
         return True
     if isinstance(exc, OSError) and not isinstance(exc, HippoError) and exc.errno is not None:
@@ -125,15 +174,20 @@ def permanent_error(what: str, exc: BaseException) -> StorageError:
     while seen is not None and len(chain) < _DEPTH:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    if any(isinstance(e, PermissionError) or getattr(e, "errno", None) in (errno.EACCES,
-                                                                          errno.EPERM)
-           for e in chain):
-        why = ("access denied: check the credentials (Study(storage_options=...) or the "
-               "environment of the processes that write: driver and workers) and that they may "
-               "read and write there")
+    if any(
+        isinstance(e, PermissionError) or getattr(e, "errno", None) in (errno.EACCES, errno.EPERM)
+        for e in chain
+    ):
+        why = (
+            "access denied: check the credentials (Study(storage_options=...) or the "
+            "environment of the processes that write: driver and workers) and that they may "
+            "read and write there"
+        )
     elif any(isinstance(e, (FileNotFoundError, NotADirectoryError)) for e in chain):
-        why = ("no such bucket, folder or file: check the storage URL (bucket name and path) "
-               "and that the bucket exists; hippo_dask never creates buckets")
+        why = (
+            "no such bucket, folder or file: check the storage URL (bucket name and path) "
+            "and that the bucket exists; hippo_dask never creates buckets"
+        )
     elif any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) for e in chain):
         why = "the disk or quota is full: free space, or use other storage"
     elif any(getattr(e, "errno", None) == errno.EROFS for e in chain):
@@ -141,8 +195,9 @@ def permanent_error(what: str, exc: BaseException) -> StorageError:
     else:
         why = "the store rejected the request: check the storage URL and storage_options"
     text = mask_url(f"{what}: {type(exc).__name__}: {exc}")
-    return StorageError(f"{text}; {why}. This is not an outage, so it was not retried.",
-                        transient=False)
+    return StorageError(
+        f"{text}; {why}. This is not an outage, so it was not retried.", transient=False
+    )
 
 
 class _Backoff:
@@ -164,13 +219,19 @@ class _Backoff:
         _failures += 1
         self.attempt += 1
         if time.monotonic() + self.delay > self.deadline:
-            raise StorageError(mask_url(
-                f"{self.what}: storage unreachable for more than {self.timeout:g} s "
-                f"({self.attempt} attempts); last error: {exc}"
-            )) from None
+            raise StorageError(
+                mask_url(
+                    f"{self.what}: storage unreachable for more than {self.timeout:g} s "
+                    f"({self.attempt} attempts); last error: {exc}"
+                )
+            ) from None
         if self.attempt == 1:
-            logger.warning("%s failed (%s); retrying for up to %g s", mask_url(self.what),
-                           mask_url(str(exc)), self.timeout)
+            logger.warning(
+                "%s failed (%s); retrying for up to %g s",
+                mask_url(self.what),
+                mask_url(str(exc)),
+                self.timeout,
+            )
         wait, self.delay = self.delay, min(self.delay * 2, _MAX_DELAY)
         return wait
 

@@ -31,7 +31,9 @@ __all__ = ["Temporary", "find_temporaries"]
 
 _CHECKPOINT_TMP: Final = re.compile(rf"\.{STORAGE_NAME.pattern}\.ckpt\.[0-9a-f]{{16}}\.tmp")
 _LEASE_TMP: Final = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.json\.[0-9a-f]{16}\.tmp")
-_JOURNAL_TMP: Final = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]{0,250}\.tmp|\.probe-[A-Za-z0-9_-]{1,100}")
+_JOURNAL_TMP: Final = re.compile(
+    r"\.[A-Za-z0-9][A-Za-z0-9._-]{0,250}\.tmp|\.probe-[A-Za-z0-9_-]{1,100}"
+)
 _ZARR_TMP: Final = re.compile(r"[^/]*\.[0-9a-f]{32}\.partial")
 
 

@@ -191,7 +191,10 @@ class _TableWriter:
             if array is None:  # a column newer than the table: add it, holding fill values
                 rows = max(int(a.shape[0]) for a in found if a is not None)
                 array = await group.create_array(
-                    name, shape=(rows,), chunks=(CHUNK_ROWS,), dtype=_zarr_dtype(kinds[name]),
+                    name,
+                    shape=(rows,),
+                    chunks=(CHUNK_ROWS,),
+                    dtype=_zarr_dtype(kinds[name]),
                     fill_value=_fill(kinds[name]),
                 )
             arrays.append(array)
@@ -372,7 +375,9 @@ async def _read_new(
     stop = min([rows] + [int(a.shape[0]) for a in arrays if a is not None])
     if stop <= have:
         return _NewRows(rows=have, arrays=arrays)
-    jobs = [_rows_of(a, kind, have, stop) for a, (_, kind) in zip(arrays, spec.columns, strict=False)]
+    jobs = [
+        _rows_of(a, kind, have, stop) for a, (_, kind) in zip(arrays, spec.columns, strict=False)
+    ]
     width = 0
     if spec.matrix:
         matrix = arrays[-1]

@@ -56,7 +56,9 @@ _STATE_VERSION: Final = 1
 
 
 @functools.cache
-def digits_data(device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def digits_data(
+    device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The digits as ``(x_train, y_train, x_val, y_val)`` on ``device``, loaded once per process.
 
     Images are ``float32`` of shape ``(n, 1, 8, 8)`` scaled to ``[0, 1]``; labels are ``int64``.

@@ -53,7 +53,9 @@ class SimulatedTrainer(Trainer):
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
         ignored = ("log", "gate", "seconds_per_step", "fail_in", "fail_once", "nan", "crash_at")
-        seed = json.dumps(sorted((k, v) for k, v in self.config.items() if k not in ignored), default=repr)
+        seed = json.dumps(
+            sorted((k, v) for k, v in self.config.items() if k not in ignored), default=repr
+        )
         self.digest = hashlib.sha256(seed.encode()).hexdigest()
         self.steps = 0
         self.hp: dict[str, Any] = {}

@@ -35,9 +35,7 @@ def float_sequences() -> st.SearchStrategy[seq.Sequence]:
     base = st.one_of(
         st.builds(seq.Constant, _V0),
         st.builds(seq.StepLR, _V0, _GAMMA, _MILESTONES),
-        st.builds(
-            _multistep, st.lists(_V0, min_size=1, max_size=4), _MILESTONES
-        ),
+        st.builds(_multistep, st.lists(_V0, min_size=1, max_size=4), _MILESTONES),
         st.builds(seq.Exponential, _V0, st.sampled_from([0.9, 0.5])),
         st.builds(seq.Linear, _V0, st.sampled_from([0.01, 0.1]), st.sampled_from([5, 10])),
         st.builds(seq.Cosine, _V0, st.sampled_from([10, 20])),
@@ -75,7 +73,8 @@ def sequences() -> st.SearchStrategy[seq.Sequence]:
 def fixed_values() -> st.SearchStrategy[dict[str, Any]]:
     """Fixed values, often equal between trials."""
     return st.fixed_dictionaries(
-        {}, optional={"optimizer": st.sampled_from(["sgd", "adam"]), "seed": st.sampled_from([0, 1])}
+        {},
+        optional={"optimizer": st.sampled_from(["sgd", "adam"]), "seed": st.sampled_from([0, 1])},
     )
 
 

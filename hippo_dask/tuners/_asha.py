@@ -129,15 +129,25 @@ class ASHA(StoppingTuner):
         super().__init__(metric, mode)
         self.min_steps = check_whole("ASHA", "min_steps", min_steps, 1)
         self.max_steps = check_whole(
-            "ASHA", "max_steps", max_steps, self.min_steps,
+            "ASHA",
+            "max_steps",
+            max_steps,
+            self.min_steps,
             f"it must be at least min_steps={self.min_steps}",
         )
         self.reduction = check_whole("ASHA", "reduction", reduction, 2, "e.g. reduction=3")
         self.n_trials = None if n_trials is None else check_whole("ASHA", "n_trials", n_trials, 1)
-        self.max_concurrent = None if max_concurrent is None else check_whole(
-            "ASHA", "max_concurrent", max_concurrent, 1,
-            "use None (no cap, the default) with sharing, or about the number of GPU workers "
-            "for a trial-by-trial run, e.g. max_concurrent=8",
+        self.max_concurrent = (
+            None
+            if max_concurrent is None
+            else check_whole(
+                "ASHA",
+                "max_concurrent",
+                max_concurrent,
+                1,
+                "use None (no cap, the default) with sharing, or about the number of GPU workers "
+                "for a trial-by-trial run, e.g. max_concurrent=8",
+            )
         )
         self.seed = check_whole("ASHA", "seed", seed, 0)
         self.space = space
@@ -181,7 +191,8 @@ class ASHA(StoppingTuner):
                 return None
             for k in range(top - 1, -1, -1):
                 candidates = [
-                    (i, s) for i, s in results[k]
+                    (i, s)
+                    for i, s in results[k]
                     if i not in promoted[k] and i not in failed and math.isfinite(s)
                 ]
                 if candidates:

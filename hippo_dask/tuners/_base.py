@@ -56,7 +56,9 @@ class Tuner(ABC):
 
     def __init__(self, metric: str, mode: str = "max") -> None:
         if not isinstance(metric, str) or not metric:
-            raise InvalidSpaceError(f"{type(self).__name__}: `metric` must be a metric name, got {metric!r}")
+            raise InvalidSpaceError(
+                f"{type(self).__name__}: `metric` must be a metric name, got {metric!r}"
+            )
         if mode not in ("max", "min"):
             raise InvalidSpaceError(
                 f"{type(self).__name__}: `mode` must be 'max' or 'min', got {mode!r}"

@@ -33,7 +33,9 @@ class Grid(Tuner):
         Steps every trial trains.
     """
 
-    def __init__(self, space: Iterable[Trial], metric: str, mode: str = "max", *, steps: int) -> None:
+    def __init__(
+        self, space: Iterable[Trial], metric: str, mode: str = "max", *, steps: int
+    ) -> None:
         super().__init__(metric, mode)
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise InvalidSpaceError(f"Grid: `steps` must be a whole number >= 1, got {steps!r}")
@@ -43,5 +45,7 @@ class Grid(Tuner):
     async def run(self, study: Study) -> None:
         trials = list(self.space)
         if not trials:
-            raise InvalidSpaceError("Grid: the space has no trials (is `where` filtering out everything?)")
+            raise InvalidSpaceError(
+                "Grid: the space has no trials (is `where` filtering out everything?)"
+            )
         await wait_all(study.train(trial, self.steps) for trial in trials)

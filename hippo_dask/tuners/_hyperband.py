@@ -93,7 +93,10 @@ class Hyperband(StoppingTuner):
         super().__init__(metric, mode)
         self.min_steps = check_whole("Hyperband", "min_steps", min_steps, 1)
         self.max_steps = check_whole(
-            "Hyperband", "max_steps", max_steps, self.min_steps,
+            "Hyperband",
+            "max_steps",
+            max_steps,
+            self.min_steps,
             f"it must be at least min_steps={self.min_steps}",
         )
         self.reduction = check_whole("Hyperband", "reduction", reduction, 2, "e.g. reduction=3")

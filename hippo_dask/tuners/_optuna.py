@@ -186,9 +186,16 @@ class Optuna(Tuner):
     ) -> None:
         super().__init__(metric, mode)
         lib = _import_optuna()
-        for name, value, minimum in (("n_trials", n_trials, 1), ("steps", steps, 1),
-                                     ("concurrency", concurrency, 1)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        for name, value, minimum in (
+            ("n_trials", n_trials, 1),
+            ("steps", steps, 1),
+            ("concurrency", concurrency, 1),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Integral)
+                or value < minimum
+            ):
                 raise InvalidSpaceError(
                     f"Optuna: `{name}` must be a whole number >= {minimum}, got {value!r}"
                 )
@@ -246,13 +253,16 @@ class Optuna(Tuner):
                 )
             return (self.steps,)
         if rungs is None:
-            return tuple(sorted({r for r in (self.steps // 4, self.steps // 2) if r >= 1}
-                                | {self.steps}))
+            return tuple(
+                sorted({r for r in (self.steps // 4, self.steps // 2) if r >= 1} | {self.steps})
+            )
         if isinstance(rungs, (str, bytes)) or not isinstance(rungs, Iterable):
             raise InvalidSpaceError(f"Optuna: `rungs` must be a list of steps, got {rungs!r}")
         items = list(rungs)
-        if any(isinstance(r, bool) or not isinstance(r, numbers.Integral)
-               or not 1 <= r <= self.steps for r in items):
+        if any(
+            isinstance(r, bool) or not isinstance(r, numbers.Integral) or not 1 <= r <= self.steps
+            for r in items
+        ):
             raise InvalidSpaceError(
                 f"Optuna: `rungs` must hold whole steps from 1 to steps={self.steps}, got {items!r}"
             )
@@ -334,8 +344,9 @@ class Optuna(Tuner):
             asked += size
             await self._train(study, ostudy, batch)
 
-    async def _train(self, study: Study, ostudy: optuna.Study,
-                     batch: list[tuple[optuna.Trial, Trial]]) -> None:
+    async def _train(
+        self, study: Study, ostudy: optuna.Study, batch: list[tuple[optuna.Trial, Trial]]
+    ) -> None:
         """Train one batch rung by rung; report, prune and tell in the order it was asked."""
         state = _import_optuna().trial.TrialState
         live = batch

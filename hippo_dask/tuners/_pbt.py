@@ -64,9 +64,7 @@ class Exploit:
 
 def _whole(value: Any, *, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidSpaceError(
-            f"PBT: `{name}` must be a whole number >= {minimum}, got {value!r}"
-        )
+        raise InvalidSpaceError(f"PBT: `{name}` must be a whole number >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -196,7 +194,8 @@ class PBT(Tuner):
             )
         self.perturb = tuple(float(f) for f in factors)
         if (
-            isinstance(quantile, bool) or not isinstance(quantile, numbers.Real)
+            isinstance(quantile, bool)
+            or not isinstance(quantile, numbers.Real)
             or not 0 < quantile <= 0.5
         ):
             raise InvalidSpaceError(
@@ -329,15 +328,22 @@ class PBT(Tuner):
             self._exploit(members, alive, scores, failed, bound)
         self.members = members
 
-    def _exploit(self, members: list[Trial], alive: list[bool], scores: list[float],
-                 failed: list[int], step: int) -> None:
+    def _exploit(
+        self,
+        members: list[Trial],
+        alive: list[bool],
+        scores: list[float],
+        failed: list[int],
+        step: int,
+    ) -> None:
         """Replace the bottom quantile of the members still training, and every member whose
         training failed, by explored copies of the top quantile's finite-scored members."""
         n = self.n_quantile
         for i in failed:
             alive[i] = False  # without a donor, a failed member trains no further
-        ranked = sorted((i for i in range(self.population) if alive[i]),
-                        key=lambda i: (scores[i], i))
+        ranked = sorted(
+            (i for i in range(self.population) if alive[i]), key=lambda i: (scores[i], i)
+        )
         bottom = sorted(set(ranked[:n]) | set(failed))
         donors = [i for i in ranked[::-1][:n] if math.isfinite(scores[i]) and i not in bottom]
         if not donors:

@@ -87,8 +87,9 @@ def rung_steps(min_steps: int, max_steps: int, reduction: int) -> list[int]:
     [10, 30, 90, 100]
     """
     low = check_whole("rung_steps", "min_steps", min_steps, 1)
-    high = check_whole("rung_steps", "max_steps", max_steps, low,
-                       f"max_steps must be at least min_steps={low}")
+    high = check_whole(
+        "rung_steps", "max_steps", max_steps, low, f"max_steps must be at least min_steps={low}"
+    )
     eta = check_whole("rung_steps", "reduction", reduction, 2)
     rungs = []
     steps = low
@@ -221,8 +222,13 @@ def hyperband_brackets(
     [(5, 81)]
     """
     low = check_whole("hyperband_brackets", "min_steps", min_steps, 1)
-    high = check_whole("hyperband_brackets", "max_steps", max_steps, low,
-                       f"max_steps must be at least min_steps={low}")
+    high = check_whole(
+        "hyperband_brackets",
+        "max_steps",
+        max_steps,
+        low,
+        f"max_steps must be at least min_steps={low}",
+    )
     eta = check_whole("hyperband_brackets", "reduction", reduction, 2)
     s_max = 0
     while low * eta ** (s_max + 1) <= high:
@@ -270,7 +276,8 @@ def median_stop(
     best = max(_clean(v) for v in history)
     averages = sorted(
         -math.inf if any(not math.isfinite(v) for v in h) else math.fsum(h) / len(h)
-        for h in others if h
+        for h in others
+        if h
     )
     if len(averages) < min_trials:
         return Decision.CONTINUE

@@ -135,7 +135,10 @@ class SHA(StoppingTuner):
         super().__init__(metric, mode)
         self.min_steps = check_whole("SHA", "min_steps", min_steps, 1)
         self.max_steps = check_whole(
-            "SHA", "max_steps", max_steps, self.min_steps,
+            "SHA",
+            "max_steps",
+            max_steps,
+            self.min_steps,
             f"it must be at least min_steps={self.min_steps}",
         )
         self.reduction = check_whole("SHA", "reduction", reduction, 2, "e.g. reduction=3")

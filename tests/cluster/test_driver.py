@@ -43,8 +43,11 @@ class FakeScheduler:
         self.published = asyncio.Event()
 
     async def identity(self, n_workers: int = -1) -> dict[str, Any]:
-        return {"workers": {a: {"resources": {"GPU": 1}, "status": "running"}
-                            for a in self.client.workers}}
+        return {
+            "workers": {
+                a: {"resources": {"GPU": 1}, "status": "running"} for a in self.client.workers
+            }
+        }
 
     async def set_metadata(self, keys: list[str], value: Any) -> None:
         self.metadata[keys[-1]] = value
@@ -64,18 +67,30 @@ class FakeClient:
         self.submitted: list[tuple[str, str]] = []  # (worker, stage key)
         self.loop = SimpleNamespace(asyncio_loop=None)
 
-    def run(self, function: Any, *args: Any, workers: list[str], asynchronous: bool = False,
-            **kwargs: Any) -> Any:
+    def run(
+        self,
+        function: Any,
+        *args: Any,
+        workers: list[str],
+        asynchronous: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         assert function is worker_deadline and asynchronous
         now = time.time()
 
         async def answer() -> dict[str, Any]:
-            return {w: None if self.workers[w] is None else (now + self.workers[w][0], self.workers[w][1], 1)
-                    for w in workers}
+            return {
+                w: None
+                if self.workers[w] is None
+                else (now + self.workers[w][0], self.workers[w][1], 1)
+                for w in workers
+            }
 
         return answer()
 
-    def submit(self, function: Any, spec: Any, *deps: Any, key: str, workers: list[str], **kwargs: Any) -> FakeFuture:
+    def submit(
+        self, function: Any, spec: Any, *deps: Any, key: str, workers: list[str], **kwargs: Any
+    ) -> FakeFuture:
         self.submitted.append((workers[0], key))
         return FakeFuture(key)
 
@@ -99,12 +114,19 @@ def stages(client: FakeClient) -> list[tuple[str, int, int]]:
     return out
 
 
-async def schedule(tmp_path: Path, workers: dict[str, tuple[float, float] | None],
-                   requests: list[tuple[hd.Trial, int]]) -> tuple[FakeClient, Any]:
+async def schedule(
+    tmp_path: Path,
+    workers: dict[str, tuple[float, float] | None],
+    requests: list[tuple[hd.Trial, int]],
+) -> tuple[FakeClient, Any]:
     client = FakeClient(workers)
-    driver = Driver(plan=SearchPlan(), client=client, trainer_cls=SimulatedTrainer,  # type: ignore[arg-type]
-                    config_of=lambda t: dict(t.fixed),
-                    checkpoints=FsspecCheckpointStore(str(tmp_path / "ckpt")))
+    driver = Driver(
+        plan=SearchPlan(),
+        client=client,
+        trainer_cls=SimulatedTrainer,  # type: ignore[arg-type]
+        config_of=lambda t: dict(t.fixed),
+        checkpoints=FsspecCheckpointStore(str(tmp_path / "ckpt")),
+    )
     waiting = [asyncio.ensure_future(driver.request(t, steps)) for t, steps in requests]
     await asyncio.wait_for(client.scheduler.published.wait(), 30)  # the end of the first pass
     demand = dict(client.scheduler.metadata)
@@ -119,8 +141,9 @@ B = hd.Trial(lr=seq.MultiStep([0.1, 0.01], [60]))
 
 def test_a_stage_goes_to_the_worker_that_has_the_time(tmp_path: Path) -> None:
     # 100 steps at 1 s per step (nothing profiled yet): 100 s; "short" has 50 s left.
-    client, demand = asyncio.run(schedule(tmp_path, {"tcp://a-short": (50, 3600), "tcp://b-long": None},
-                                          [(A, 100)]))
+    client, demand = asyncio.run(
+        schedule(tmp_path, {"tcp://a-short": (50, 3600), "tcp://b-long": None}, [(A, 100)])
+    )
     assert stages(client) == [("tcp://b-long", 0, 100)]
     assert demand == 1
 
@@ -149,7 +172,9 @@ def test_a_stage_longer_than_any_lifetime_starts_on_a_fresh_enough_worker(tmp_pa
     client, _ = asyncio.run(schedule(tmp_path, {"tcp://fresh": (40, 60)}, [(A, 100)]))
     assert stages(client) == [("tcp://fresh", 0, 100)]
     # ... unless a worker where it does fit is idle.
-    client, _ = asyncio.run(schedule(tmp_path, {"tcp://a-fresh": (40, 60), "tcp://b-long": None}, [(A, 100)]))
+    client, _ = asyncio.run(
+        schedule(tmp_path, {"tcp://a-fresh": (40, 60), "tcp://b-long": None}, [(A, 100)])
+    )
     assert stages(client) == [("tcp://b-long", 0, 100)]
     client, _ = asyncio.run(schedule(tmp_path, {"tcp://old": (20, 60)}, [(A, 100)]))
     assert client.submitted == []
@@ -161,14 +186,14 @@ def test_fitting_is_pure_arithmetic() -> None:
     assert fitting(chain, 60) == chain
     assert fitting(chain, 59) == chain[:2]
     assert fitting(chain, 9) == []
-    assert fitting([SimpleNamespace(seconds=500)], 70, lifetime=150) == []      # under half left
+    assert fitting([SimpleNamespace(seconds=500)], 70, lifetime=150) == []  # under half left
     assert len(fitting([SimpleNamespace(seconds=500)], 100, lifetime=180)) == 1  # can never fit
 
 
 def test_workers_tell_when_they_retire() -> None:
     cluster, client = make_client(1, lifetime="600s")
     with cluster, client:
-        (deadline, lifetime, pid), = client.run(worker_deadline).values()
+        ((deadline, lifetime, pid),) = client.run(worker_deadline).values()
         assert lifetime == 600 and pid != os.getpid()
         assert time.time() + 540 < deadline <= time.time() + 600
     cluster, client = make_client(1)
@@ -178,19 +203,29 @@ def test_workers_tell_when_they_retire() -> None:
 
 def test_on_real_workers_the_long_stage_goes_to_the_long_lived_worker(tmp_path: Path) -> None:
     spec = {
-        name: {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}, "host": "127.0.0.1", **options}}
+        name: {
+            "cls": Nanny,
+            "options": {"nthreads": 1, "resources": {"GPU": 1}, "host": "127.0.0.1", **options},
+        }
         for name, options in {"short": {"lifetime": "60s"}, "long": {}}.items()
     }
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+    }
     with SpecCluster(workers=spec, scheduler=scheduler) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=60)
         names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
-        study = hd.Study("lifetimes", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client)
+        study = hd.Study(
+            "lifetimes", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client
+        )
         long_trial, short_trial = hd.Trial(lr=seq.Constant(0.1)), hd.Trial(lr=seq.Constant(0.2))
 
         async def both() -> list[dict[str, float]]:
             try:  # 100 s estimated (1 s per step until profiled): only "long" has the time
-                return list(await asyncio.gather(study.train(long_trial, 100), study.train(short_trial, 30)))
+                return list(
+                    await asyncio.gather(study.train(long_trial, 100), study.train(short_trial, 30))
+                )
             finally:
                 await study._close_driver()
 
@@ -214,7 +249,9 @@ def test_the_driver_publishes_its_demand_and_withdraws_it_at_the_end(tmp_path: P
 
         async def scenario() -> list[int]:
             jobs = [asyncio.ensure_future(study.train(t, 20)) for t in trials]
-            await until(lambda: sum(e.get("waiting") == 0 for e in read_log(log)) == 2, "two held stages")
+            await until(
+                lambda: sum(e.get("waiting") == 0 for e in read_log(log)) == 2, "two held stages"
+            )
             # Three ready chains, two workers: two busy, one more would be used.
             await until(lambda: published() == [3], "the demand of three workers")
             Path(gate).touch()
@@ -234,8 +271,12 @@ def test_adaptive_scaling_follows_the_published_demand(minimum: int) -> None:
     from hippo_dask.cluster._slurm import StageDemandAdaptive
 
     async def go() -> tuple[int, int]:
-        async with LocalCluster(n_workers=0, asynchronous=True, dashboard_address="127.0.0.1:0") as cluster, \
-                Client(cluster, asynchronous=True) as client:
+        async with (
+            LocalCluster(
+                n_workers=0, asynchronous=True, dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster, asynchronous=True) as client,
+        ):
             adaptive = StageDemandAdaptive(cluster, minimum=minimum, maximum=10, interval="1h")
             before = await adaptive.safe_target()
             await client.set_metadata([DEMAND_KEY, "driver-1"], [3, time.time()])

@@ -33,12 +33,16 @@ def test_cpu_workers_each_advertise_one_gpu_slot() -> None:
     assert cluster.status.name == "closed"  # closing the client stopped its cluster
 
 
-def test_one_worker_per_gpu_each_seeing_only_its_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_worker_per_gpu_each_seeing_only_its_own_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Two devices on any machine: nvidia-smi is "absent" (no check of the ids) and the workers
     # do not ask NVML about a device they may not have (a GPU machine with one GPU).
     monkeypatch.setattr(_local, "_nvidia_smi_gpus", lambda: None)
-    with dask.config.set({"distributed.diagnostics.nvml": False}), \
-            hd.cluster.local(gpus=["0", "1"], dask_cuda=False) as client:
+    with (
+        dask.config.set({"distributed.diagnostics.nvml": False}),
+        hd.cluster.local(gpus=["0", "1"], dask_cuda=False) as client,
+    ):
         client.wait_for_workers(2, timeout=60)
         info = client.scheduler_info(n_workers=-1)["workers"]
         assert sorted(w["name"] for w in info.values()) == ["gpu-0", "gpu-1"]
@@ -48,7 +52,9 @@ def test_one_worker_per_gpu_each_seeing_only_its_own_device(monkeypatch: pytest.
         assert by_name == {"gpu-0": "0", "gpu-1": "1"}
 
 
-def test_dask_cuda_is_used_when_installed_with_the_gpu_resource_added(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dask_cuda_is_used_when_installed_with_the_gpu_resource_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     made: dict[str, Any] = {}
 
     class FakeCUDACluster:
@@ -68,10 +74,13 @@ def test_dask_cuda_is_used_when_installed_with_the_gpu_resource_added(monkeypatc
 
 
 def test_gpus_this_machine_does_not_have_are_refused_with_the_list(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     listing = [("0", "GPU-10748f67-e706-3b40-0efb-3b26c9953d03")]
     monkeypatch.setattr(_local, "_nvidia_smi_gpus", lambda: listing)
-    with pytest.raises(hd.HippoError, match=r"does not have: \['1'\]; nvidia-smi lists 0 \(GPU-10748f67"):
+    with pytest.raises(
+        hd.HippoError, match=r"does not have: \['1'\]; nvidia-smi lists 0 \(GPU-10748f67"
+    ):
         hd.cluster.local(gpus=["0", "1"], dask_cuda=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert _local.cuda_devices() == ["0"]

@@ -32,23 +32,33 @@ from tests.helpers import executed, standalone, until
 pytestmark = pytest.mark.slurm
 
 STEPS = 200
-JOB = {"gpus_per_job": 0, "walltime": "00:10:00", "cores": 1, "memory": "1GB", "interface": "lo",
-       "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"}}
+JOB = {
+    "gpus_per_job": 0,
+    "walltime": "00:10:00",
+    "cores": 1,
+    "memory": "1GB",
+    "interface": "lo",
+    "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"},
+}
 
 
 def squeue() -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30
+    )
     return out.stdout.split("\n")[:-1]
 
 
 @pytest.fixture(autouse=True)
 def slurm(tmp_path: Path) -> Iterator[Path]:
     """A running SLURM with no job left over; yields the folder for the jobs' logs."""
+
     def node_state() -> str:
         if shutil.which("sinfo") is None:
             return ""
-        return subprocess.run(["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True,
-                              timeout=30).stdout
+        return subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True, timeout=30
+        ).stdout
 
     state = node_state()
     deadline = time.monotonic() + 60
@@ -56,9 +66,12 @@ def slurm(tmp_path: Path) -> Iterator[Path]:
         time.sleep(0.2)
         state = node_state()
     if "idle" not in state.split() and "mixed" not in state.split():
-        pytest.fail("no SLURM node is up (sinfo: %r). `make test` installs and starts a local one "
-                    "(needs root: `make slurm-up`); `make test-no-slurm` runs the other tests."
-                    % state.strip(), pytrace=False)
+        pytest.fail(
+            f"no SLURM node is up (sinfo: {state.strip()!r}). `make test` installs and "
+            "starts a local one (needs root: `make slurm-up`); `make test-no-slurm` runs "
+            "the other tests.",
+            pytrace=False,
+        )
     while squeue() and time.monotonic() < deadline:  # an earlier test's jobs still ending
         time.sleep(0.2)
     logs = tmp_path / "slurm-logs"
@@ -78,14 +91,22 @@ def space(log: str, gate: str) -> list[hd.Trial]:
     grid = hd.GridSpace(
         lr=[seq.StepLR(0.1, 0.1, [60, 120]), seq.StepLR(0.1, 0.1, [60, 150]), seq.Constant(0.05)],
         batch_size=[seq.Constant(32), seq.MultiStep([32, 64], [100])],
-        log=[log], seconds_per_step=[0.002],
+        log=[log],
+        seconds_per_step=[0.002],
     )
-    held = hd.Trial(lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [140]), log=log,
-                    seconds_per_step=0.002, gate=[140, gate])
+    held = hd.Trial(
+        lr=seq.Constant(0.2),
+        batch_size=seq.MultiStep([32, 64], [140]),
+        log=log,
+        seconds_per_step=0.002,
+        gate=[140, gate],
+    )
     return [*grid, held]
 
 
-def run_study(client: Any, storage: Path, trials: list[hd.Trial], during: Any = None) -> tuple[hd.Study, list[float]]:
+def run_study(
+    client: Any, storage: Path, trials: list[hd.Trial], during: Any = None
+) -> tuple[hd.Study, list[float]]:
     study = hd.Study("slurm", SimulatedTrainer, storage=str(storage), client=client)
 
     async def go() -> list[dict[str, float]]:
@@ -105,8 +126,10 @@ def test_a_grid_study_runs_in_slurm_jobs_and_a_cancelled_job_loses_nothing_saved
 ) -> None:
     caplog.set_level(logging.WARNING, logger="hippo_dask")
     expected = None
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}), \
-            hd.cluster.slurm(jobs=2, log_directory=str(slurm), **JOB) as client:
+    with (
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}),
+        hd.cluster.slurm(jobs=2, log_directory=str(slurm), **JOB) as client,
+    ):
         cluster = client.cluster
         client.wait_for_workers(2, timeout=120)
         first_jobs = set(cluster.job_ids().values())
@@ -136,21 +159,28 @@ def test_a_grid_study_runs_in_slurm_jobs_and_a_cancelled_job_loses_nothing_saved
             assert job is not None, seen[address]
             victim.update(job=job[0], address=address)
             subprocess.run(["scancel", job[0]], check=True, timeout=30)
-            await until(lambda: address not in names(client), "the scheduler to see the job's worker leave")
+            await until(
+                lambda: address not in names(client), "the scheduler to see the job's worker leave"
+            )
             gate.touch()
 
-        study, scores = run_study(client, tmp_path / "cancelled", trials, during=cancel_the_held_job)
+        study, scores = run_study(
+            client, tmp_path / "cancelled", trials, during=cancel_the_held_job
+        )
         assert scores == calm_scores
         # Work lost: at most what the cancelled stage trained since its last checkpoint.
         unique = study.plan.stats().unique_steps
         assert unique <= executed(log) <= unique + 140
-        assert any(re.search(r"left with \d+ stage\(s\); planning them again", r.getMessage())
-                   for r in caplog.records)
+        assert any(
+            re.search(r"left with \d+ stage\(s\); planning them again", r.getMessage())
+            for r in caplog.records
+        )
 
         # A new job replaces the cancelled one.
         def replaced() -> bool:
             ids = set(cluster.job_ids().values())
             return len(ids) == 2 and victim["job"] not in ids
+
         asyncio.run(until(replaced, "a job to replace the cancelled one", timeout=60))
         client.wait_for_workers(2, timeout=120)
         seen.update(names(client))
@@ -173,8 +203,13 @@ def test_adaptive_scaling_asks_for_jobs_when_stages_are_ready_and_gives_them_bac
     tmp_path: Path, slurm: Path
 ) -> None:
     log = str(tmp_path / "train.log")
-    trials = list(hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [m]) for m in (40, 80)] + [seq.Constant(0.05)],
-                               log=[log], seconds_per_step=[0.005]))
+    trials = list(
+        hd.GridSpace(
+            lr=[seq.StepLR(0.1, 0.1, [m]) for m in (40, 80)] + [seq.Constant(0.05)],
+            log=[log],
+            seconds_per_step=[0.005],
+        )
+    )
     with hd.cluster.slurm(adaptive=(0, 2), log_directory=str(slurm), **JOB) as client:
         cluster = client.cluster
         assert cluster.job_ids() == {} and squeue() == []  # nothing until a study asks
@@ -200,5 +235,10 @@ def test_adaptive_scaling_asks_for_jobs_when_stages_are_ready_and_gives_them_bac
         ran_in = {worker_job(seen.get(a, "")) for a in frame["worker"]}
         assert None not in ran_in and {j[0] for j in ran_in if j} <= jobs_seen
         # The study is over: its demand is 0, and the jobs go back.
-        asyncio.run(until(lambda: not cluster.job_ids() and not squeue(), "the jobs to be given back",
-                          timeout=90))
+        asyncio.run(
+            until(
+                lambda: not cluster.job_ids() and not squeue(),
+                "the jobs to be given back",
+                timeout=90,
+            )
+        )

@@ -34,7 +34,10 @@ from hippo_dask.cluster._slurm import (
 )
 from tests.security.test_listen import listening, open_ones
 
-LOCAL = {"interface": "lo", "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"}}
+LOCAL = {
+    "interface": "lo",
+    "scheduler_options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"},
+}
 
 
 @pytest.fixture
@@ -58,12 +61,25 @@ def workers_of(script: str) -> list[str]:
 
 
 def test_gpu_jobs_ask_for_their_gpus_and_start_one_worker_per_gpu(make: Any) -> None:
-    client = make(gpus_per_job=2, partition="gpu", account="lab", walltime="01:00:00",
-                  memory="16GB", cores=8,
-                  job_script_prologue=["module load cuda/12.4", "conda activate hippo"])
+    client = make(
+        gpus_per_job=2,
+        partition="gpu",
+        account="lab",
+        walltime="01:00:00",
+        memory="16GB",
+        cores=8,
+        job_script_prologue=["module load cuda/12.4", "conda activate hippo"],
+    )
     script = client.cluster.job_script()
     header = [line for line in script.splitlines() if line.startswith("#SBATCH")]
-    for directive in ("-p gpu", "-A lab", "-t 01:00:00", "--gres=gpu:2", "--cpus-per-task=8", "-n 1"):
+    for directive in (
+        "-p gpu",
+        "-A lab",
+        "-t 01:00:00",
+        "--gres=gpu:2",
+        "--cpus-per-task=8",
+        "-n 1",
+    ):
         assert f"#SBATCH {directive}" in header, (directive, header)
     lines = workers_of(script)
     assert len(lines) == 2
@@ -76,15 +92,23 @@ def test_gpu_jobs_ask_for_their_gpus_and_start_one_worker_per_gpu(make: Any) -> 
         assert line.endswith(" &")
     assert script.rstrip().endswith("wait")
     # The prologue runs before any worker starts.
-    assert script.index("module load cuda/12.4") < script.index("conda activate hippo") < script.index(lines[0])
+    assert (
+        script.index("module load cuda/12.4")
+        < script.index("conda activate hippo")
+        < script.index(lines[0])
+    )
     assert client.cluster.new_spec["group"] == ["-0", "-1"]
 
 
-def run_launch_lines(script: str, tmp_path: Path, env: dict[str, str]) -> tuple[int, str, list[str]]:
+def run_launch_lines(
+    script: str, tmp_path: Path, env: dict[str, str]
+) -> tuple[int, str, list[str]]:
     """Run the script's body (not under SLURM) with ``python`` replaced by a recorder."""
     record = tmp_path / "started"
     fake = tmp_path / "python"
-    fake.write_text(f'#!/usr/bin/env bash\necho "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES $*" >> {record}\n')
+    fake.write_text(
+        f'#!/usr/bin/env bash\necho "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES $*" >> {record}\n'
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     body = re.sub(r"^\S*python\S* -m", f"{fake} -m", script, flags=re.M)
     body = re.sub(r'(" )\S*python\S* -m', rf"\g<1>{fake} -m", body)
@@ -92,29 +116,39 @@ def run_launch_lines(script: str, tmp_path: Path, env: dict[str, str]) -> tuple[
     path = tmp_path / "job.sh"
     path.write_text(body)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CUDA_"))}
-    done = subprocess.run(["bash", str(path)], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run(
+        ["bash", str(path)], env={**clean, **env}, capture_output=True, text=True, timeout=30
+    )
     started = sorted(record.read_text().splitlines()) if record.exists() else []
     return done.returncode, done.stderr, started
 
 
-@pytest.mark.parametrize("env", [
-    {"CUDA_VISIBLE_DEVICES": "3,5"},                    # what slurmd sets for the job
-    {"SLURM_STEP_GPUS": "3,5"},
-    {"SLURM_JOB_GPUS": "3,5"},
-])
-def test_each_worker_process_sees_its_own_gpu_of_the_job(make: Any, tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CUDA_VISIBLE_DEVICES": "3,5"},  # what slurmd sets for the job
+        {"SLURM_STEP_GPUS": "3,5"},
+        {"SLURM_JOB_GPUS": "3,5"},
+    ],
+)
+def test_each_worker_process_sees_its_own_gpu_of_the_job(
+    make: Any, tmp_path: Path, env: dict[str, str]
+) -> None:
     script = make(gpus_per_job=2, memory="2GB").cluster.job_script()
     code, err, started = run_launch_lines(script, tmp_path, {"SLURM_JOB_ID": "77", **env})
     assert code == 0, err
     assert len(started) == 2
-    assert started[0].startswith("CUDA_VISIBLE_DEVICES=3 ") and '--name 77-0' in started[0]
-    assert started[1].startswith("CUDA_VISIBLE_DEVICES=5 ") and '--name 77-1' in started[1]
+    assert started[0].startswith("CUDA_VISIBLE_DEVICES=3 ") and "--name 77-0" in started[0]
+    assert started[1].startswith("CUDA_VISIBLE_DEVICES=5 ") and "--name 77-1" in started[1]
 
 
-def test_a_job_that_sees_fewer_gpus_than_it_asked_for_fails_loudly(make: Any, tmp_path: Path) -> None:
+def test_a_job_that_sees_fewer_gpus_than_it_asked_for_fails_loudly(
+    make: Any, tmp_path: Path
+) -> None:
     script = make(gpus_per_job=2, memory="2GB").cluster.job_script()
-    code, err, started = run_launch_lines(script, tmp_path, {"SLURM_JOB_ID": "8", "CUDA_VISIBLE_DEVICES": "4"})
+    code, err, started = run_launch_lines(
+        script, tmp_path, {"SLURM_JOB_ID": "8", "CUDA_VISIBLE_DEVICES": "4"}
+    )
     assert code == 1 and "sees GPUs '4', it needs 2" in err and started == []
 
 
@@ -133,15 +167,27 @@ def test_cpu_jobs_start_slots_without_gres(make: Any, tmp_path: Path) -> None:
 
 
 def test_settings_come_from_jobqueue_yaml_as_dask_jobqueue_users_expect(make: Any) -> None:
-    with dask.config.set({"jobqueue.slurm.queue": "a100", "jobqueue.slurm.account": "proj7",
-                          "jobqueue.slurm.walltime": "2-00:00:00", "jobqueue.slurm.cores": 12,
-                          "jobqueue.slurm.memory": "48GB",
-                          "jobqueue.slurm.job-script-prologue": ["module load cuda"],
-                          "jobqueue.slurm.job-extra-directives": ["--constraint=a100"]}):
+    with dask.config.set(
+        {
+            "jobqueue.slurm.queue": "a100",
+            "jobqueue.slurm.account": "proj7",
+            "jobqueue.slurm.walltime": "2-00:00:00",
+            "jobqueue.slurm.cores": 12,
+            "jobqueue.slurm.memory": "48GB",
+            "jobqueue.slurm.job-script-prologue": ["module load cuda"],
+            "jobqueue.slurm.job-extra-directives": ["--constraint=a100"],
+        }
+    ):
         script = make(gpus_per_job=4).cluster.job_script()
-    for expected in ("#SBATCH -p a100", "#SBATCH -A proj7", "#SBATCH -t 2-00:00:00",
-                     "#SBATCH --cpus-per-task=12", "#SBATCH --constraint=a100",
-                     "#SBATCH --gres=gpu:4", "module load cuda"):
+    for expected in (
+        "#SBATCH -p a100",
+        "#SBATCH -A proj7",
+        "#SBATCH -t 2-00:00:00",
+        "#SBATCH --cpus-per-task=12",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --gres=gpu:4",
+        "module load cuda",
+    ):
         assert expected in script, expected
     assert "--lifetime 172500s --lifetime-stagger 75s" in script  # 48 h less 5 minutes
     assert len(workers_of(script)) == 4 and "--nthreads 3" in script
@@ -149,23 +195,33 @@ def test_settings_come_from_jobqueue_yaml_as_dask_jobqueue_users_expect(make: An
 
 def test_keywords_pass_through_and_win_over_the_config(make: Any) -> None:
     with dask.config.set({"jobqueue.slurm.queue": "a100"}):
-        script = make(gpus_per_job=1, partition="debug", memory="4GB", lifetime="50m",
-                      job_extra_directives=["--gpus=1"],
-                      worker_extra_args=["--resources", "MEM=4e9"]).cluster.job_script()
+        script = make(
+            gpus_per_job=1,
+            partition="debug",
+            memory="4GB",
+            lifetime="50m",
+            job_extra_directives=["--gpus=1"],
+            worker_extra_args=["--resources", "MEM=4e9"],
+        ).cluster.job_script()
     assert "#SBATCH -p debug" in script and "a100" not in script
     assert "--gres" not in script and "#SBATCH --gpus=1" in script  # the user's GPU request is kept
     assert "--resources GPU=1,MEM=4e9" in script
     assert "--lifetime 3000s" in script
-    assert "--lifetime" not in make(gpus_per_job=1, memory="4GB", lifetime=False).cluster.job_script()
+    assert (
+        "--lifetime" not in make(gpus_per_job=1, memory="4GB", lifetime=False).cluster.job_script()
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"gpus_per_job": -1}, "`gpus_per_job` must be an int >= 0, got -1"),
-    ({"gpus_per_job": 2, "processes": 3}, "`processes` must equal `gpus_per_job` (2)"),
-    ({"jobs": 1.5}, "`jobs` must be an int >= 0"),
-    ({"adaptive": 3}, "`adaptive` must be (min_jobs, max_jobs)"),
-    ({"adaptive": (2, 1)}, "`adaptive[1]` must be an int >= 2, got 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpus_per_job": -1}, "`gpus_per_job` must be an int >= 0, got -1"),
+        ({"gpus_per_job": 2, "processes": 3}, "`processes` must equal `gpus_per_job` (2)"),
+        ({"jobs": 1.5}, "`jobs` must be an int >= 0"),
+        ({"adaptive": 3}, "`adaptive` must be (min_jobs, max_jobs)"),
+        ({"adaptive": (2, 1)}, "`adaptive[1]` must be an int >= 2, got 1"),
+    ],
+)
 def test_bad_arguments_name_the_argument_and_the_fix(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(hd.HippoError, match=re.escape(message)):
         hd.cluster.slurm(**{**LOCAL, "memory": "1GB", **kwargs})
@@ -183,10 +239,10 @@ def test_slurm_time_limits() -> None:
 
 
 def test_workers_retire_a_margin_before_the_wall_time() -> None:
-    assert lifetime_for(3600) == (3300, 75)       # a tenth, at most 5 minutes
-    assert lifetime_for(600) == (540, 15)         # a tenth
-    assert lifetime_for(120) == (90, 7.5)         # at least 30 s
-    life, stagger = lifetime_for(40)              # tiny jobs keep three quarters
+    assert lifetime_for(3600) == (3300, 75)  # a tenth, at most 5 minutes
+    assert lifetime_for(600) == (540, 15)  # a tenth
+    assert lifetime_for(120) == (90, 7.5)  # at least 30 s
+    life, stagger = lifetime_for(40)  # tiny jobs keep three quarters
     assert life == 30 and life + stagger < 40
     for wall in (40, 120, 600, 3600, 86400):
         life, stagger = lifetime_for(wall)
@@ -236,20 +292,45 @@ def test_the_scheduler_dashboard_listens_only_on_this_machine(make: Any) -> None
     assert mine and open_ones(mine) == [], mine
 
 
-@pytest.mark.parametrize(("stderr", "fix"), [
-    ("sbatch: error: Invalid generic resource (gres) specification", "sinfo -o '%P %G'"),
-    (("sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job submission "
-      "failed: Invalid partition name specified"), "pass `partition=`"),
-    (("sbatch: error: Batch job submission failed: Invalid account or account/partition "
-      "combination specified"), "pass `account=`"),
-    (("sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or "
-      "exceeds some limit)"), "shorten `walltime`"),
-    (("sbatch: error: Batch job submission failed: Requested node configuration is not "
-      "available"), "ask for `memory` and `cores`"),
-])
+@pytest.mark.parametrize(
+    ("stderr", "fix"),
+    [
+        ("sbatch: error: Invalid generic resource (gres) specification", "sinfo -o '%P %G'"),
+        (
+            (
+                "sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job submission "
+                "failed: Invalid partition name specified"
+            ),
+            "pass `partition=`",
+        ),
+        (
+            (
+                "sbatch: error: Batch job submission failed: Invalid account or account/partition "
+                "combination specified"
+            ),
+            "pass `account=`",
+        ),
+        (
+            (
+                "sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or "
+                "exceeds some limit)"
+            ),
+            "shorten `walltime`",
+        ),
+        (
+            (
+                "sbatch: error: Batch job submission failed: Requested node configuration is not "
+                "available"
+            ),
+            "ask for `memory` and `cores`",
+        ),
+    ],
+)
 def test_an_sbatch_refusal_is_quoted_with_its_fix(stderr: str, fix: str) -> None:
-    error = RuntimeError("Command exited with non-zero exit code.\nExit code: 1\nCommand:\n"
-                         f"sbatch /tmp/tmpx.sh\nstdout:\n\nstderr:\n{stderr}\n\n")
+    error = RuntimeError(
+        "Command exited with non-zero exit code.\nExit code: 1\nCommand:\n"
+        f"sbatch /tmp/tmpx.sh\nstdout:\n\nstderr:\n{stderr}\n\n"
+    )
     problem = sbatch_problem(error)
     assert problem == stderr.replace("\n", " / ")
     assert fix in _fix_for(problem)

@@ -28,8 +28,12 @@ C = hd.Trial(optimizer="sgd", lr=seq.Constant(0.1))
 D = hd.Trial(optimizer="adam", lr=seq.Constant(0.1))
 
 SCORES = {  # (owner, step) -> score, as the workers measured them
-    (A, 5): 0.2, (A, 10): 0.4, (A, 15): 0.5, (A, 20): 0.7,
-    (B, 15): 0.6, (B, 20): 0.9,
+    (A, 5): 0.2,
+    (A, 10): 0.4,
+    (A, 15): 0.5,
+    (A, 20): 0.7,
+    (B, 15): 0.6,
+    (B, 20): 0.9,
     (D, 5): 0.95,  # the highest score, but after 5 steps only: never the best trial
 }
 STAGES = [  # (owner, start step, stop step, started, finished, worker)
@@ -52,8 +56,9 @@ class Known:
         return f"{self.storage}/{self.name}"
 
 
-def write_known_study(storage: Path | str, name: str = "known",
-                      storage_options: dict[str, Any] | None = None) -> Known:
+def write_known_study(
+    storage: Path | str, name: str = "known", storage_options: dict[str, Any] | None = None
+) -> Known:
     """Write the plan journal and metrics store of the study described in the module docstring."""
     root = f"{storage}/{name}"
     plan = SearchPlan.open(root, storage_options)
@@ -75,15 +80,24 @@ def write_known_study(storage: Path | str, name: str = "known",
     plan.flush()
     store = MetricsStore(f"{root}/metrics.zarr", storage_options)
     planned = {A: A, B: B, C: C, D: D}
-    store.append([
-        MetricRow(trial=_owner_id(plan, planned[o], s), step=s,
-                  values={"score": v, "loss": 1.0 - v}, wall_time=1000.0 + s, worker="w")
-        for (o, s), v in SCORES.items()
-    ])
-    store.append_stages([
-        StageRecord(node=owner.id, start_step=a, step=b, started=t0, finished=t1, worker=w)
-        for owner, a, b, t0, t1, w in STAGES
-    ])
+    store.append(
+        [
+            MetricRow(
+                trial=_owner_id(plan, planned[o], s),
+                step=s,
+                values={"score": v, "loss": 1.0 - v},
+                wall_time=1000.0 + s,
+                worker="w",
+            )
+            for (o, s), v in SCORES.items()
+        ]
+    )
+    store.append_stages(
+        [
+            StageRecord(node=owner.id, start_step=a, step=b, started=t0, finished=t1, worker=w)
+            for owner, a, b, t0, t1, w in STAGES
+        ]
+    )
     return Known(str(storage), name)
 
 

@@ -21,20 +21,29 @@ GATE_STEP = 20
 def trials(log: str, gate: str, seconds_per_step: float = 0.0) -> list[hd.Trial]:
     """The grid's 12 trials and the 2 held ones."""
     grid = hd.GridSpace(
-        lr=[seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
+        lr=[
+            seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
             seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]),
-            seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.95))],
+            seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.95)),
+        ],
         batch_size=[seq.Constant(128), seq.MultiStep([128, 256], milestones=[25])],
         optimizer=["sgd", "adam"],
         log=[log],
         seconds_per_step=[seconds_per_step],
     )
     held = [  # their batch size changes at the gate's step, where setup() waits for the gate
-        hd.Trial(lr=lr, batch_size=seq.MultiStep([128, 256], milestones=[GATE_STEP]),
-                 optimizer="adam", log=log, seconds_per_step=seconds_per_step,
-                 gate=[GATE_STEP, gate])
-        for lr in (seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
-                   seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]))
+        hd.Trial(
+            lr=lr,
+            batch_size=seq.MultiStep([128, 256], milestones=[GATE_STEP]),
+            optimizer="adam",
+            log=log,
+            seconds_per_step=seconds_per_step,
+            gate=[GATE_STEP, gate],
+        )
+        for lr in (
+            seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
+            seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]),
+        )
     ]
     return [*grid, *held]
 
@@ -80,18 +89,33 @@ def gate_is_waiting(log: str) -> bool:
     return any(entry.get("waiting") == GATE_STEP for entry in read_log(log))
 
 
-def prepare(storage: Path, client: object, name: str = "grid", seconds_per_step: float = 0.0,
-            eval_every: int | None = 10) -> tuple[hd.Study, str, str, list[hd.Trial]]:
+def prepare(
+    storage: Path,
+    client: object,
+    name: str = "grid",
+    seconds_per_step: float = 0.0,
+    eval_every: int | None = 10,
+) -> tuple[hd.Study, str, str, list[hd.Trial]]:
     """The study (its storage exists from here on), its log, its gate and its trials."""
     log, gate = str(storage / "train.log"), str(storage / "gate")
     chosen = trials(log, gate, seconds_per_step)
-    study = hd.Study(name, SimulatedTrainer, storage=str(storage / "runs"), client=client,  # type: ignore[arg-type]
-                     eval_every=eval_every)
+    study = hd.Study(
+        name,
+        SimulatedTrainer,
+        storage=str(storage / "runs"),
+        client=client,  # type: ignore[arg-type]
+        eval_every=eval_every,
+    )
     return study, log, gate, chosen
 
 
-def start(storage: Path, client: object, name: str = "grid", seconds_per_step: float = 0.0,
-          eval_every: int | None = 10) -> tuple[hd.Study, Background, str, str, list[hd.Trial]]:
+def start(
+    storage: Path,
+    client: object,
+    name: str = "grid",
+    seconds_per_step: float = 0.0,
+    eval_every: int | None = 10,
+) -> tuple[hd.Study, Background, str, str, list[hd.Trial]]:
     """Start the study on ``client``; returns it, its run, the log, the gate and the trials."""
     study, log, gate, chosen = prepare(storage, client, name, seconds_per_step, eval_every)
     return study, Background(study, Listed(chosen, STEPS), progress=False), log, gate, chosen

@@ -34,8 +34,14 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 RENDERED = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].roots().length > 0"
 SETTLED = "() => Bokeh.documents[0].is_idle"  # every view of the last update is drawn
 TREE = "Bokeh.documents[0].get_model_by_name('stage-tree-nodes')"
@@ -43,16 +49,22 @@ TREE = "Bokeh.documents[0].get_model_by_name('stage-tree-nodes')"
 
 def _browser(user_data: Path) -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium; install "
-                    "it with `bash .ci/browser/install.sh` (as root; `make test` does)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian's chromium; install "
+            "it with `bash .ci/browser/install.sh` (as root; `make test` does)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("playwright is not installed: pip install -e '.[dev]'")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(user_data), executable_path=CHROMIUM, args=FLAGS, headless=True,
-            viewport={"width": 1400, "height": 1100}, device_scale_factor=1,
+            str(user_data),
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1100},
+            device_scale_factor=1,
         )
         try:
             yield context
@@ -68,9 +80,23 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 def _serve(storage: Path, name: str) -> subprocess.Popen[str]:
     """``hippo-dask dashboard`` in a process of its own, on a free loopback port."""
     return subprocess.Popen(
-        [sys.executable, "-m", "hippo_dask.cli", "dashboard", str(storage), "--name", name,
-         "--port", "0", "--interval", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "hippo_dask.cli",
+            "dashboard",
+            str(storage),
+            "--name",
+            name,
+            "--port",
+            "0",
+            "--interval",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
 
 
@@ -89,10 +115,12 @@ def _screenshot(page: Any, path: Path) -> None:
     """The page as drawn, cut to its content (a full-page shot would resize the viewport and
     catch the layout half-way through a reflow)."""
     page.wait_for_function(SETTLED, timeout=30_000)
-    height = page.evaluate("() => Bokeh.index[Bokeh.documents[0].roots()[0].id].el"
-                           ".getBoundingClientRect().bottom")
-    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 1400,
-                                          "height": min(int(height) + 8, 1100)})
+    height = page.evaluate(
+        "() => Bokeh.index[Bokeh.documents[0].roots()[0].id].el.getBoundingClientRect().bottom"
+    )
+    page.screenshot(
+        path=str(path), clip={"x": 0, "y": 0, "width": 1400, "height": min(int(height) + 8, 1100)}
+    )
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
@@ -138,7 +166,11 @@ def test_dashboard_in_chromium(client: Client, browser: Any, tmp_path: Path) -> 
         def live() -> dict[str, Any] | None:
             shown = _shown(page)
             done = shown["statuses"].count("done")
-            return shown if shown["state"] == "live" and done >= 6 and "running" in shown["statuses"] else None
+            return (
+                shown
+                if shown["state"] == "live" and done >= 6 and "running" in shown["statuses"]
+                else None
+            )
 
         shown = _until(live, "the page to show the study live and half done")
         assert shown["title"].startswith(f"Stage tree: {len(shown['statuses'])} nodes")

@@ -37,13 +37,16 @@ def _models(html: str) -> dict[str, dict[str, Any]]:
             for value in node:
                 walk(value)
 
-    for blob in re.findall(r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>',
-                           html, re.S):
+    for blob in re.findall(
+        r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>', html, re.S
+    ):
         walk(json.loads(html_module.unescape(blob)))
     return found
 
 
-def test_report_writes_a_standalone_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_writes_a_standalone_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_known_study(tmp_path)
     out = tmp_path / "out" / "report.html"
     assert main(["report", str(tmp_path), "--name", "known", "-o", str(out)]) == 0
@@ -59,7 +62,9 @@ def test_report_writes_a_standalone_page(tmp_path: Path, capsys: pytest.CaptureF
     assert "curves-metric" not in models  # a static page has no metric selector that cannot act
 
 
-def test_errors_name_the_problem_and_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_name_the_problem_and_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_known_study(tmp_path, "alpha")
     write_known_study(tmp_path, "beta")
     assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
@@ -82,7 +87,9 @@ def test_dashboard_serves_until_stopped(tmp_path: Path) -> None:
     write_known_study(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "hippo_dask.cli", "dashboard", str(tmp_path), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

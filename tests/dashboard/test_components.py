@@ -41,7 +41,9 @@ def test_stage_tree(reader) -> None:  # type: ignore[no-untyped-def]
     assert data["speed"][:2] == ["500.0 ms per step"] * 2
     edges = view.edges.data
     assert list(zip(edges["child"], edges["y0"], edges["y1"], edges["critical"])) == [
-        (1, 0, 1, False), (2, 0, 2, True)]
+        (1, 0, 1, False),
+        (2, 0, 2, True),
+    ]
     assert view.critical.data["node"] == [0, 2]
     assert list(zip(view.critical.data["x0"], view.critical.data["x1"])) == [(0, 10), (10, 20)]
     assert view.checkpoints.data["x"] == [20, 20, 5]
@@ -98,10 +100,15 @@ def test_worker_lanes(reader) -> None:  # type: ignore[no-untyped-def]
     view.update()
     data = view.source.data
     assert sorted(zip(data["node"], data["worker"], data["steps"])) == [
-        (0, "127.0.0.1:4001", "0 \u2192 20"), (1, "127.0.0.1:4002", "10 \u2192 20"),
-        (3, "127.0.0.1:4002", "0 \u2192 5")]
+        (0, "127.0.0.1:4001", "0 \u2192 20"),
+        (1, "127.0.0.1:4002", "10 \u2192 20"),
+        (3, "127.0.0.1:4002", "0 \u2192 5"),
+    ]
     assert sorted(zip(data["left"], data["right"])) == [
-        (1_000_000.0, 1_002_000.0), (1_000_000.0, 1_012_000.0), (1_012_000.0, 1_017_000.0)]
+        (1_000_000.0, 1_002_000.0),
+        (1_000_000.0, 1_012_000.0),
+        (1_012_000.0, 1_017_000.0),
+    ]
     assert list(view.figure.y_range.factors) == ["127.0.0.1:4001", "127.0.0.1:4002"]
     # nodes 0 and 1 hang from the same root: one colour; node 3 from another
     colour = dict(zip(data["node"], data["color"]))
@@ -117,10 +124,16 @@ def test_worker_lanes_and_tree_with_stages_in_flight(tmp_path: Path) -> None:
     a, c = reader.plan.locate(A, 10), reader.plan.locate(C, 20)
     assert a is not None and c is not None
     now = time.time()
-    MetricsStore(f"{known.root}/metrics.zarr").append_stages([
-        StageRecord(a.owner.id, 0, 10, now - 4, math.nan, "tcp://127.0.0.1:4001", status="submitted"),
-        StageRecord(c.owner.id, 10, 20, now - 3, math.nan, "tcp://127.0.0.1:4001", status="submitted"),
-    ])
+    MetricsStore(f"{known.root}/metrics.zarr").append_stages(
+        [
+            StageRecord(
+                a.owner.id, 0, 10, now - 4, math.nan, "tcp://127.0.0.1:4001", status="submitted"
+            ),
+            StageRecord(
+                c.owner.id, 10, 20, now - 3, math.nan, "tcp://127.0.0.1:4001", status="submitted"
+            ),
+        ]
+    )
     tree, lanes = StageTreeView(reader), WorkerLanesView(reader)
     snapshot = reader.refresh()
     tree.update(snapshot)

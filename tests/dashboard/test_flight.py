@@ -14,9 +14,20 @@ NAN = math.nan
 
 def records(*rows: tuple[str, str, int, int, float, float, str, str]) -> pd.DataFrame:
     """Stage records ``(writer, node, start, stop, started, finished, worker, status)``."""
-    data = [{"writer": w, "node": n, "start_step": a, "step": b, "started": t0,
-             "finished": t1, "worker": k, "status": s, "error": "ValueError" if s == "failed"
-             else ""} for w, n, a, b, t0, t1, k, s in rows]
+    data = [
+        {
+            "writer": w,
+            "node": n,
+            "start_step": a,
+            "step": b,
+            "started": t0,
+            "finished": t1,
+            "worker": k,
+            "status": s,
+            "error": "ValueError" if s == "failed" else "",
+        }
+        for w, n, a, b, t0, t1, k, s in rows
+    ]
     return pd.DataFrame(data, columns=list(STAGE_COLUMNS))
 
 
@@ -24,13 +35,15 @@ def view(frame: pd.DataFrame) -> list[tuple[str, str, float, float]]:
     return [(str(r.node), str(r.status), r.started, r.finished) for r in frame.itertuples()]
 
 
-def same(got: list[tuple[str, str, float, float]],
-          want: list[tuple[str, str, float, float]]) -> bool:
+def same(
+    got: list[tuple[str, str, float, float]], want: list[tuple[str, str, float, float]]
+) -> bool:
     """Equal, NaN equal to NaN."""
     return len(got) == len(want) and all(
-        g[:2] == w[:2] and all((math.isnan(x) and math.isnan(y)) or x == y
-                               for x, y in zip(g[2:], w[2:]))
-        for g, w in zip(got, want))
+        g[:2] == w[:2]
+        and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(g[2:], w[2:]))
+        for g, w in zip(got, want)
+    )
 
 
 def test_a_worker_runs_its_first_open_stage_and_queues_the_rest() -> None:
@@ -43,14 +56,17 @@ def test_a_worker_runs_its_first_open_stage_and_queues_the_rest() -> None:
     assert has_submissions(frame)
     out = stage_attempts(frame, now=110.0, active={"w"})
     # b runs from the end of a (its worker was busy until then) up to now; c waits behind it
-    assert same(view(out), [("a", "done", 100.2, 104.0), ("b", "running", 104.0, 110.0),
-                            ("c", "queued", NAN, NAN)])
+    assert same(
+        view(out),
+        [("a", "done", 100.2, 104.0), ("b", "running", 104.0, 110.0), ("c", "queued", NAN, NAN)],
+    )
     assert out.loc[out["node"] == "b", "submitted"].tolist() == [100.5]
 
 
 def test_records_of_older_writers_are_finished_stages_as_they_are() -> None:
-    frame = records(("old", "a", 0, 10, 1.0, 5.0, "x", "done"),
-                    ("old", "b", 0, 10, 2.0, 3.0, "y", "done"))
+    frame = records(
+        ("old", "a", 0, 10, 1.0, 5.0, "x", "done"), ("old", "b", 0, 10, 2.0, 3.0, "y", "done")
+    )
     assert not has_submissions(frame)
     out = stage_attempts(frame, now=100.0, active={"old"})
     assert view(out) == [("a", "done", 1.0, 5.0), ("b", "done", 2.0, 3.0)]
@@ -79,8 +95,11 @@ def test_ends_without_a_worker_report_start_when_their_worker_was_free() -> None
     )
     out = stage_attempts(frame, now=120.0, active={"w"})
     # b ran from a's end until its worker was lost; c, queued behind b, never started
-    assert view(out) == [("a", "done", 100.1, 103.0), ("b", "lost", 103.0, 106.0),
-                         ("c", "lost", 106.0, 106.0)]
+    assert view(out) == [
+        ("a", "done", 100.1, 103.0),
+        ("b", "lost", 103.0, 106.0),
+        ("c", "lost", 106.0, 106.0),
+    ]
 
 
 def test_open_stages_of_a_silent_writer_are_stale_and_workers_run_one_stage() -> None:

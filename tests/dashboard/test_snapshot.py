@@ -26,12 +26,20 @@ def test_nodes_statuses_and_layout(known) -> None:  # type: ignore[no-untyped-de
     assert snap.node_count == 4
     by_id = {n.id: n for n in snap.nodes}
     assert [(n.parent, n.start, n.extent) for n in snap.nodes] == [
-        (None, 0, 20), (0, 10, 20), (0, 10, 20), (None, 0, 5)]
+        (None, 0, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (None, 0, 5),
+    ]
     # the journal session that wrote it began just now: the study counts as live, and the
     # pending chain (node 0 to step 10, then node 2) is the one a worker runs
     assert snap.live and snap.estimated  # the store has no submission records: estimated
     assert {i: n.status for i, n in by_id.items()} == {
-        0: "running", 1: "done", 2: "pending", 3: "stopped"}
+        0: "running",
+        1: "done",
+        2: "pending",
+        3: "stopped",
+    }
     assert [n.row for n in snap.nodes] == [0, 1, 2, 3]
     assert by_id[0].checkpoints == (20,) and by_id[1].checkpoints == (20,)
     assert by_id[0].trained == 20 and by_id[2].trained == 10
@@ -82,12 +90,25 @@ def test_idle_study_runs_nothing(known) -> None:  # type: ignore[no-untyped-def]
     reader = open_study(known.root)
     reader.refresh()
     store = reader.metrics
-    later = take_snapshot("known", known.root, reader.plan, reader.requests, store.read(),
-                          store.read_stages(status=None), session_started=time.time(),
-                          now=time.time() + 3600)
+    later = take_snapshot(
+        "known",
+        known.root,
+        reader.plan,
+        reader.requests,
+        store.read(),
+        store.read_stages(status=None),
+        session_started=time.time(),
+        now=time.time() + 3600,
+    )
     assert not later.live
-    assert later.status_counts() == {"done": 1, "running": 0, "queued": 0, "pending": 2,
-                                     "stopped": 1, "failed": 0}
+    assert later.status_counts() == {
+        "done": 1,
+        "running": 0,
+        "queued": 0,
+        "pending": 2,
+        "stopped": 1,
+        "failed": 0,
+    }
 
 
 def test_stages_in_flight_are_exact(known) -> None:  # type: ignore[no-untyped-def]
@@ -100,14 +121,20 @@ def test_stages_in_flight_are_exact(known) -> None:  # type: ignore[no-untyped-d
     store = MetricsStore(f"{known.root}/metrics.zarr")  # the driver of a second session
     now = time.time()
     worker = "tcp://127.0.0.1:4003"
-    store.append_stages([
-        StageRecord(a.owner.id, 0, 10, now - 4, math.nan, worker, status="submitted"),
-        StageRecord(c.owner.id, 10, 20, now - 3, math.nan, worker, status="submitted"),
-    ])
+    store.append_stages(
+        [
+            StageRecord(a.owner.id, 0, 10, now - 4, math.nan, worker, status="submitted"),
+            StageRecord(c.owner.id, 10, 20, now - 3, math.nan, worker, status="submitted"),
+        ]
+    )
     snap = reader.refresh()
     assert not snap.estimated
-    assert {n.id: n.status for n in snap.nodes} == {0: "running", 1: "done", 2: "queued",
-                                                   3: "stopped"}
+    assert {n.id: n.status for n in snap.nodes} == {
+        0: "running",
+        1: "done",
+        2: "queued",
+        3: "stopped",
+    }
     running = snap.lanes[snap.lanes["status"] == "running"]
     assert running["node"].tolist() == [0] and running["worker"].tolist() == [worker]
     assert running["started"].tolist() == [pytest.approx(now - 4)]
@@ -115,18 +142,35 @@ def test_stages_in_flight_are_exact(known) -> None:  # type: ignore[no-untyped-d
     assert snap.savings.stages == 3  # only finished stages count
 
     # node 0's stage fails for good: node 2 (queued behind it) is the worker's stage now
-    store.append_stages([StageRecord(a.owner.id, 0, 10, now - 3.5, now - 2, worker,
-                                     status="failed", error="ValueError")])
+    store.append_stages(
+        [
+            StageRecord(
+                a.owner.id, 0, 10, now - 3.5, now - 2, worker, status="failed", error="ValueError"
+            )
+        ]
+    )
     snap = reader.refresh()
-    assert {n.id: n.status for n in snap.nodes} == {0: "failed", 1: "done", 2: "running",
-                                                   3: "stopped"}
+    assert {n.id: n.status for n in snap.nodes} == {
+        0: "failed",
+        1: "done",
+        2: "running",
+        3: "stopped",
+    }
     bars = {(int(r.node), str(r.status)): (r.started, r.finished) for r in snap.lanes.itertuples()}
     assert bars[(0, "failed")] == (pytest.approx(now - 3.5), pytest.approx(now - 2))
     assert bars[(2, "running")] == (pytest.approx(now - 2), snap.taken)
 
     # an hour later nothing runs: the study is idle and the open record stale
-    later = take_snapshot("known", known.root, reader.plan, reader.requests, store.read(),
-                          store.read_stages(status=None), session_started=now, now=now + 3600)
+    later = take_snapshot(
+        "known",
+        known.root,
+        reader.plan,
+        reader.requests,
+        store.read(),
+        store.read_stages(status=None),
+        session_started=now,
+        now=now + 3600,
+    )
     assert not later.live and later.status_counts()["running"] == 0
     assert set(later.lanes["status"]) == {"done", "failed"}
 
@@ -137,8 +181,9 @@ def test_refresh_takes_in_what_is_new(known) -> None:  # type: ignore[no-untyped
     plan = SearchPlan.open(known.root)  # another writer, as a second study process would be
     node = plan.locate(B, 20)
     assert node is not None
-    plan.add(hd.Trial(optimizer="sgd", lr=hd.seq.MultiStep([0.1, 0.5], milestones=[15])), 20,
-             tag="tag-E")
+    plan.add(
+        hd.Trial(optimizer="sgd", lr=hd.seq.MultiStep([0.1, 0.5], milestones=[15])), 20, tag="tag-E"
+    )
     plan.flush()
     assert reader.latest(max_age=60) is first  # young enough: not read again
     second = reader.refresh()
@@ -155,7 +200,9 @@ def test_where_the_study_is(tmp_path: Path) -> None:
     assert open_study(str(tmp_path), "second").root == f"{tmp_path}/second"
     with pytest.raises(StudyNotFoundError, match=r"holds 2 studies \(first, second\); say which"):
         open_study(str(tmp_path))
-    with pytest.raises(StudyNotFoundError, match=r"no study named 'third' .* found there: first, second"):
+    with pytest.raises(
+        StudyNotFoundError, match=r"no study named 'third' .* found there: first, second"
+    ):
         open_study(str(tmp_path), "third")
     empty = tmp_path / "empty"
     empty.mkdir()

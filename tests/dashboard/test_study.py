@@ -46,8 +46,11 @@ def test_the_reader_follows_a_running_study(client: Client, tmp_path: Path) -> N
             return None
         snap = reader.refresh()
         # (the journal says what is done at once, the metrics store within half a second)
-        return snap if snap.status_counts()["done"] and snap.savings.trials == 14 \
-            and not snap.estimated else None
+        return (
+            snap
+            if snap.status_counts()["done"] and snap.savings.trials == 14 and not snap.estimated
+            else None
+        )
 
     live = _poll(half_done, "the study to stand at the gate with some nodes done")
     assert live.live
@@ -56,13 +59,18 @@ def test_the_reader_follows_a_running_study(client: Client, tmp_path: Path) -> N
     assert counts["failed"] == 0 and counts["stopped"] == 0
     assert live.critical and all(
         {n.id: n.status for n in live.nodes}[s.node] in ("running", "queued", "pending")
-        for s in live.critical)
+        for s in live.critical
+    )
     assert live.savings.trials_done < 14
     Path(gate).touch()
     result = run.result()
 
-    final = _poll(lambda: (lambda s: s if s.savings.stages == result.stats.stages else None)(
-        reader.refresh()), "the last stage records")
+    final = _poll(
+        lambda: (lambda s: s if s.savings.stages == result.stats.stages else None)(
+            reader.refresh()
+        ),
+        "the last stage records",
+    )
     stats = study.plan.stats()
     assert final.node_count == stats.nodes == len(study.plan.nodes)
     assert final.status_counts()["done"] == stats.nodes and not final.critical
@@ -76,7 +84,9 @@ def test_the_reader_follows_a_running_study(client: Client, tmp_path: Path) -> N
     # every recorded metric (each requested step and every 10 steps) is a curve point
     points = sum(len(c.steps) for c in final.curves("score"))
     recorded = sum(len(n.metrics) for n in study.plan.nodes)
-    branches = sum(1 for n in study.plan.nodes if n.parent is not None and n.start in n.parent.metrics)
+    branches = sum(
+        1 for n in study.plan.nodes if n.parent is not None and n.start in n.parent.metrics
+    )
     assert points == recorded + branches
     best = final.best("score")
     assert best is not None and result.best is not None
@@ -92,14 +102,22 @@ def test_result_stats_and_the_dashboard_agree_on_what_sharing_saved(
     the same figure, and a run that trains fewer steps than its requests add up to saved a
     positive share (the two used to disagree, and a held-out run showed "saved -85%")."""
     log = str(tmp_path / "train.log")
-    study = hd.Study("saved", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client,
-                     eval_every=10)
-    space = hd.GridSpace(lr=[seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
-                             seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]),
-                             seq.Constant(0.1)],
-                         optimizer=["sgd", "adam"], log=[log], seconds_per_step=[0.001])
-    tuner = hd.tuners.ASHA(space, metric="score", mode="max", min_steps=15, max_steps=STEPS,
-                           reduction=2, n_trials=None)
+    study = hd.Study(
+        "saved", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client, eval_every=10
+    )
+    space = hd.GridSpace(
+        lr=[
+            seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
+            seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]),
+            seq.Constant(0.1),
+        ],
+        optimizer=["sgd", "adam"],
+        log=[log],
+        seconds_per_step=[0.001],
+    )
+    tuner = hd.tuners.ASHA(
+        space, metric="score", mode="max", min_steps=15, max_steps=STEPS, reduction=2, n_trials=None
+    )
     result = study.tune(tuner, progress=False)
     stats = result.stats
     reader = open_study(str(tmp_path / "runs"), "saved")
@@ -152,8 +170,10 @@ def test_the_reader_shows_held_stages_running_queued_and_in_the_lanes(
     running = {n.id for n in snap.nodes if n.status == "running"}
     assert set(lanes["node"]) == running
     run.result()
-    final = _poll(lambda: (lambda s: s if s.savings.stages == 3 else None)(reader.refresh()),
-                  "the three stages' records")
+    final = _poll(
+        lambda: (lambda s: s if s.savings.stages == 3 else None)(reader.refresh()),
+        "the three stages' records",
+    )
     assert final.status_counts()["done"] == 3
     assert set(final.lanes["status"]) == {"done"} and len(final.lanes) == 3
 
@@ -179,14 +199,17 @@ def test_the_reader_shows_a_failing_stage_failed(client: Client, tmp_path: Path)
 def test_progress_bar(client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     grid = trials(log, gate)[:12]
-    study = hd.Study("bar", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path),
-                     client=client)
+    study = hd.Study(
+        "bar", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path), client=client
+    )
     result = study.tune(Listed(grid, STEPS), progress=True)
     err = capsys.readouterr().err
     final = err.replace("\r", "\n").strip().splitlines()[-1]
     assert "tune bar: 100%" in final and "12/12 trials" in final
-    assert (f"steps {result.stats.executed_steps:,}/{result.stats.requested_steps:,} "
-            f"executed/requested, merge rate {result.stats.merge_rate:.2f}") in final
+    assert (
+        f"steps {result.stats.executed_steps:,}/{result.stats.requested_steps:,} "
+        f"executed/requested, merge rate {result.stats.merge_rate:.2f}"
+    ) in final
     again = study.tune(Listed(grid, STEPS), progress=False)  # quiet, and nothing to train
     assert capsys.readouterr().err == "" and again.stats.executed_steps == 0
     study.tune(Listed(grid, STEPS))  # by default only when someone watches: not under pytest
@@ -197,8 +220,13 @@ def test_progress_bar(client: Client, tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_study_dashboard_inline_served_and_on_the_scheduler(client: Client, tmp_path: Path) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
-    study = hd.Study("shown", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path),
-                     client=client, eval_every=10)
+    study = hd.Study(
+        "shown",
+        hd.testing.simulated.SimulatedTrainer,
+        storage=str(tmp_path),
+        client=client,
+        eval_every=10,
+    )
     study.tune(Listed(trials(log, gate)[:4], STEPS), progress=False)
     nodes = len(study.plan.nodes)
     layout = study.dashboard()
@@ -229,14 +257,21 @@ def test_thin_bokeh_serve_apps(client: Client, tmp_path: Path) -> None:
     from bokeh.document import Document
 
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
-    study = hd.Study("apps", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path),
-                     client=client)
+    study = hd.Study(
+        "apps", hd.testing.simulated.SimulatedTrainer, storage=str(tmp_path), client=client
+    )
     study.tune(Listed(trials(log, gate)[:2], STEPS), progress=False)
-    expected = {"study": "stage-tree-nodes", "tree": "stage-tree-nodes", "curves": "curves",
-                "savings": "savings-steps", "lanes": "worker-lanes"}
+    expected = {
+        "study": "stage-tree-nodes",
+        "tree": "stage-tree-nodes",
+        "curves": "curves",
+        "savings": "savings-steps",
+        "lanes": "worker-lanes",
+    }
     for app, source in expected.items():
-        handler = ScriptHandler(filename=str(ROOT / "dashboards" / f"{app}.py"),
-                                argv=[str(tmp_path), "--name", "apps"])
+        handler = ScriptHandler(
+            filename=str(ROOT / "dashboards" / f"{app}.py"), argv=[str(tmp_path), "--name", "apps"]
+        )
         doc = Document()
         handler.modify_document(doc)
         assert not handler.failed, handler.error_detail
@@ -251,7 +286,9 @@ def test_importing_hippo_dask_imports_neither_bokeh_nor_tqdm() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, hippo_dask, hippo_dask.dashboard; "
-            "print(sorted(m for m in ('bokeh', 'tqdm') if m in sys.modules))")
+    code = (
+        "import sys, hippo_dask, hippo_dask.dashboard; "
+        "print(sorted(m for m in ('bokeh', 'tqdm') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -32,28 +32,45 @@ def plan_of(*requests: tuple[hd.Trial, int]) -> tuple[SearchPlan, list[tuple[Nod
     return plan, wanted
 
 
-def flight(key: str, node: Node, start: int, stop: int, worker: str, *,
-           points: dict[int, Point] | None = None, lookahead: bool = False,
-           began: float | None = 0.0) -> Flight:
+def flight(
+    key: str,
+    node: Node,
+    start: int,
+    stop: int,
+    worker: str,
+    *,
+    points: dict[int, Point] | None = None,
+    lookahead: bool = False,
+    began: float | None = 0.0,
+) -> Flight:
     stops = points if points is not None else {stop: Point(stop, False, f"ckpt-{key}")}
     return Flight(key, node, start, stop, worker, stops, lookahead=lookahead, began=began)
 
 
-def decide(plan: SearchPlan, wanted: list[tuple[Node, int]], flights: Flights,
-           workers: Workers) -> tuple[list[Submit | AddPoint], int]:
+def decide(
+    plan: SearchPlan, wanted: list[tuple[Node, int]], flights: Flights, workers: Workers
+) -> tuple[list[Submit | AddPoint], int]:
     """One pass as the driver makes it: requests flights pass become points, then the tree of
     the rest is placed."""
     points, covered = cover(wanted, flights)
     for p in points:
         flights.add_points(p.key, [Point(p.step, p.evaluate, f"ckpt-{p.step}")])
-    tree = plan.stage_tree(running={f.key: (f.node, f.start, f.stop) for f in flights},
-                           exclude=covered, requests=wanted)
+    tree = plan.stage_tree(
+        running={f.key: (f.node, f.start, f.stop) for f in flights},
+        exclude=covered,
+        requests=wanted,
+    )
     return place(tree, flights, workers)
 
 
-def submitted(actions: list[Submit | AddPoint]) -> list[tuple[str, list[tuple[int, int]], str | None, bool]]:
-    return [(a.worker, [(s.start, s.stop) for s in a.chain], a.continues, a.behind)
-            for a in actions if isinstance(a, Submit)]
+def submitted(
+    actions: list[Submit | AddPoint],
+) -> list[tuple[str, list[tuple[int, int]], str | None, bool]]:
+    return [
+        (a.worker, [(s.start, s.stop) for s in a.chain], a.continues, a.behind)
+        for a in actions
+        if isinstance(a, Submit)
+    ]
 
 
 def test_idle_workers_take_the_longest_chains_first() -> None:
@@ -134,8 +151,9 @@ def test_a_request_a_flight_passes_is_covered_by_a_point_not_a_stage() -> None:
 
 def test_workers_that_retire_get_only_what_fits() -> None:
     plan, wanted = plan_of((A, 100))
-    workers = Workers(alive=["short", "long"], deadlines={"short": (1000.0 + 50, 3600.0)},
-                      clock=1000.0)
+    workers = Workers(
+        alive=["short", "long"], deadlines={"short": (1000.0 + 50, 3600.0)}, clock=1000.0
+    )
     actions, _ = decide(plan, wanted, Flights(), workers)
     assert submitted(actions) == [("long", [(0, 100)], None, False)]
     only_short = Workers(alive=["short"], deadlines={"short": (1050.0, 3600.0)}, clock=1000.0)
@@ -191,8 +209,12 @@ def test_lookahead_goes_behind_a_single_unreported_chain_only() -> None:
     flights.add_chain("w1", [flight("a", a, 0, 100, "w1")])
     flights.add_chain("w2", [flight("b", b, 0, 30, "w2")])
     flights.add_chain("w2", [flight("b2", b, 0, 30, "w2", lookahead=True, began=None)])
-    actions, waiting = decide(plan, [(plan.locate(C, 20), 20)], flights,  # type: ignore[list-item]
-                              Workers(alive=["w1", "w2"]))
+    actions, waiting = decide(
+        plan,
+        [(plan.locate(C, 20), 20)],
+        flights,  # type: ignore[list-item]
+        Workers(alive=["w1", "w2"]),
+    )
     # w2 runs two chains: only w1 (one chain, 100 steps) may take more behind it.
     assert submitted(actions) == [("w1", [(0, 20)], None, True)] and waiting == 1
     del wanted

@@ -53,7 +53,8 @@ def nodes(study: hd.Study) -> dict[str, hd.Trial]:
 def balanced(frame: pd.DataFrame) -> bool:
     """Every submission has exactly one ending record (the driver closed)."""
     counts = frame.groupby(["node", "start_step", "step", "worker"])["status"].agg(
-        lambda s: ((s == "submitted").sum(), (s != "submitted").sum()))
+        lambda s: ((s == "submitted").sum(), (s != "submitted").sum())
+    )
     return all(a == b for a, b in counts)
 
 
@@ -125,10 +126,15 @@ def test_a_stage_run_again_after_an_error_is_recorded_retried_then_done(
     client: Client, tmp_path: Path
 ) -> None:
     log = str(tmp_path / "train.log")
-    space = hd.GridSpace(lr=[seq.Constant(0.1), seq.Constant(0.2)], fail_in=[["train", 0]],
-                         fail_once=[str(tmp_path / "failed-once")], log=[log])
-    study = hd.Study("retried", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client,
-                     retries=1)
+    space = hd.GridSpace(
+        lr=[seq.Constant(0.1), seq.Constant(0.2)],
+        fail_in=[["train", 0]],
+        fail_once=[str(tmp_path / "failed-once")],
+        log=[log],
+    )
+    study = hd.Study(
+        "retried", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client, retries=1
+    )
     result = study.tune(hd.tuners.Grid(space, metric="score", steps=STEPS))
     assert all(r.status == "done" for r in result.records)
     frame = study.metrics_store.read_stages(status=None)

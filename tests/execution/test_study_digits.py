@@ -20,9 +20,11 @@ from hippo_dask.testing.digits import DigitsTrainer
 STEPS = 60
 
 SPACE = hd.GridSpace(
-    lr=[seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
+    lr=[
+        seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
         seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]),
-        seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.97))],
+        seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.97)),
+    ],
     batch_size=[seq.Constant(32), seq.MultiStep([32, 64], milestones=[20])],
     optimizer=["sgd", "sgd_momentum"],
     seed=[0],
@@ -44,8 +46,12 @@ def alone(trial: hd.Trial, steps: int) -> DigitsTrainer:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, resources={"GPU": 1},
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, resources={"GPU": 1}, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -54,7 +60,10 @@ def test_shared_grid_equals_every_trial_trained_alone(client: Client, tmp_path: 
     study = hd.Study("digits", DigitsTrainer, storage=str(tmp_path), client=client)
     result = study.tune(hd.tuners.Grid(SPACE, metric="val_acc", steps=STEPS))
     assert result.stats.executed_steps == result.stats.unique_steps < result.stats.requested_steps
-    assert result.stats.stages_resumed_in_memory > 0 and result.stats.stages_resumed_from_checkpoint > 0
+    assert (
+        result.stats.stages_resumed_in_memory > 0
+        and result.stats.stages_resumed_from_checkpoint > 0
+    )
     by_id = {r.trial.id: r for r in result.records}
     for trial in SPACE:
         reference = alone(trial, STEPS)
@@ -67,4 +76,6 @@ def test_shared_grid_equals_every_trial_trained_alone(client: Client, tmp_path: 
         for name, tensor in expected.items():
             assert torch.equal(weights[name], tensor), f"{trial}: {name} differs"
     assert result.best is not None
-    assert result.best.metrics == max((r.metrics for r in result.records), key=lambda m: m["val_acc"])  # type: ignore[arg-type,index,return-value]
+    assert result.best.metrics == max(
+        (r.metrics for r in result.records), key=lambda m: m["val_acc"]
+    )  # type: ignore[arg-type,index,return-value]

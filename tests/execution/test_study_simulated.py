@@ -27,9 +27,11 @@ STEPS = 60
 
 def grid(log: str, **extra: list[object]) -> hd.GridSpace:
     return hd.GridSpace(
-        lr=[seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
+        lr=[
+            seq.StepLR(0.1, gamma=0.1, milestones=[30, 45]),
             seq.StepLR(0.1, gamma=0.1, milestones=[30, 50]),
-            seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.95))],
+            seq.Warmup(5, 0.1, then=seq.Exponential(0.1, gamma=0.95)),
+        ],
         batch_size=[seq.Constant(128), seq.MultiStep([128, 256], milestones=[25])],
         optimizer=["sgd", "adam"],
         log=[log],
@@ -116,13 +118,17 @@ def test_chains_pass_the_trainer_in_memory(client: Client, tmp_path: Path) -> No
     stats = result.stats
     assert stats.stages_from_scratch == roots
     assert stats.stages_resumed_in_memory >= 1
-    assert stats.stages == (stats.stages_from_scratch + stats.stages_resumed_in_memory
-                            + stats.stages_resumed_from_checkpoint)
+    assert stats.stages == (
+        stats.stages_from_scratch
+        + stats.stages_resumed_in_memory
+        + stats.stages_resumed_from_checkpoint
+    )
     # Every metric recorded went to the zarr store as well.
     frame = study.metrics_store.read()
     final = frame[frame["step"] == STEPS]
     assert len(final) == len(study.plan.nodes) - 0 and set(final["score"]) == {
-        r.metrics["score"] for r in result.records  # type: ignore[index]
+        r.metrics["score"]
+        for r in result.records  # type: ignore[index]
     }
 
 
@@ -133,10 +139,12 @@ def test_two_studies_on_one_client_run_each_stage_once(client: Client, tmp_path:
     two = hd.Study("shared", SimulatedTrainer, storage=str(tmp_path), client=client)
 
     async def both() -> list[hd.Result]:
-        return list(await asyncio.gather(
-            one.tune_async(hd.tuners.Grid(space, metric="score", steps=STEPS)),
-            two.tune_async(hd.tuners.Grid(space, metric="score", steps=STEPS)),
-        ))
+        return list(
+            await asyncio.gather(
+                one.tune_async(hd.tuners.Grid(space, metric="score", steps=STEPS)),
+                two.tune_async(hd.tuners.Grid(space, metric="score", steps=STEPS)),
+            )
+        )
 
     first, second = asyncio.run(both())
     assert executed(log) == one.plan.stats().unique_steps
@@ -166,11 +174,16 @@ def test_a_running_stage_saves_a_step_somebody_now_needs(client: Client, tmp_pat
     log = str(tmp_path / "train.log")
     gate = str(tmp_path / "gate")
     # Switches batch size at 100, where the gate holds the stage until the test opens it.
-    first = hd.Trial(lr=seq.Constant(0.1), batch_size=seq.MultiStep([64, 128], [100]),
-                     log=log, gate=[100, gate])
+    first = hd.Trial(
+        lr=seq.Constant(0.1), batch_size=seq.MultiStep([64, 128], [100]), log=log, gate=[100, gate]
+    )
     # Shares the first 150 steps with it, then decays: needs the state at step 150.
-    second = hd.Trial(lr=seq.MultiStep([0.1, 0.01], [150]), batch_size=seq.MultiStep([64, 128], [100]),
-                      log=log, gate=[100, gate])
+    second = hd.Trial(
+        lr=seq.MultiStep([0.1, 0.01], [150]),
+        batch_size=seq.MultiStep([64, 128], [100]),
+        log=log,
+        gate=[100, gate],
+    )
     study = hd.Study("midway", SimulatedTrainer, storage=str(tmp_path), client=client)
 
     async def scenario() -> tuple[dict[str, float], dict[str, float]]:
@@ -179,8 +192,11 @@ def test_a_running_stage_saves_a_step_somebody_now_needs(client: Client, tmp_pat
         await until(lambda: any(e.get("waiting") == 100 for e in read_log(log)), "the gate")
         branch = asyncio.ensure_future(study.train(second, 200))
         await until(
-            lambda: any(150 in steps for held in client.run(pending_points).values()
-                        for steps in held.values()),
+            lambda: any(
+                150 in steps
+                for held in client.run(pending_points).values()
+                for steps in held.values()
+            ),
             "the running stage's worker to hold the new point",
         )
         Path(gate).touch()
@@ -224,9 +240,13 @@ def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
         third = asyncio.ensure_future(study.train(late, 10))
         driver = study._driver
         assert driver is not None
-        await until(lambda: any(len({f.chain[0] for f in driver.flights.queue(w)}) == 2
-                                for w in driver.flights.workers()),
-                    "the late trial queued behind a held worker")
+        await until(
+            lambda: any(
+                len({f.chain[0] for f in driver.flights.queue(w)}) == 2
+                for w in driver.flights.workers()
+            ),
+            "the late trial queued behind a held worker",
+        )
         Path(gates["long"]).touch()  # the worker with more steps left finishes first
         done = await asyncio.wait_for(third, 60)
         assert not second.done() and held("short"), "the short trial's worker is still held"
@@ -242,7 +262,10 @@ def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
     with dask.config.set({"hippo.withdraw-after": 0}):
         a, b, c = asyncio.run(main())
     assert (a["score"], b["score"], c["score"]) == (
-        standalone(long, 40), standalone(short, 20), standalone(late, 10))
+        standalone(long, 40),
+        standalone(short, 20),
+        standalone(late, 10),
+    )
     # It was queued behind the short trial's worker (fewer steps left) and ran on the other.
     pid = {name: {e["pid"] for e in read_log(logs[name]) if "steps" in e} for name in logs}
     assert pid["late"] == pid["long"] != pid["short"]
@@ -254,20 +277,26 @@ def test_an_idle_worker_takes_over_a_chain_queued_behind_a_busy_one(
 
 
 def test_workers_without_the_gpu_resource_are_a_clear_error(tmp_path: Path) -> None:
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0", processes=False) as cluster, \
-            Client(cluster) as plain:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0", processes=False
+        ) as cluster,
+        Client(cluster) as plain,
+    ):
         study = hd.Study("nogpu", SimulatedTrainer, storage=str(tmp_path), client=plain)
         with pytest.raises(hd.HippoError, match="--resources GPU=1"):
             study.eval(hd.Trial(lr=seq.Constant(0.1)), 5)
 
 
-def test_s3_storage_on_a_real_endpoint(client: Client, tmp_path: Path, s3_server: object,
-                                       s3_bucket: str) -> None:
+def test_s3_storage_on_a_real_endpoint(
+    client: Client, tmp_path: Path, s3_server: object, s3_bucket: str
+) -> None:
     log = str(tmp_path / "train.log")
     options = s3_server.storage_options  # type: ignore[attr-defined]
     space = grid(log)
-    study = hd.Study("s3", SimulatedTrainer, storage=f"{s3_bucket}/runs", client=client,
-                     storage_options=options)
+    study = hd.Study(
+        "s3", SimulatedTrainer, storage=f"{s3_bucket}/runs", client=client, storage_options=options
+    )
     result = study.tune(hd.tuners.Grid(space, metric="score", steps=STEPS))
     assert executed(log) == study.plan.stats().unique_steps
     import s3fs
@@ -277,10 +306,13 @@ def test_s3_storage_on_a_real_endpoint(client: Client, tmp_path: Path, s3_server
     assert len(checkpoints) >= 12
     plan_files = fs.ls(f"{s3_bucket}/runs/s3/plan")
     assert plan_files and not any("testing" in fs.cat(f).decode() for f in plan_files)
-    rerun = hd.Study("s3", SimulatedTrainer, storage=f"{s3_bucket}/runs", client=client,
-                     storage_options=options).tune(hd.tuners.Grid(space, metric="score", steps=STEPS))
+    rerun = hd.Study(
+        "s3", SimulatedTrainer, storage=f"{s3_bucket}/runs", client=client, storage_options=options
+    ).tune(hd.tuners.Grid(space, metric="score", steps=STEPS))
     assert rerun.stats.executed_steps == 0
-    assert {r.trial.id: r.metrics for r in rerun.records} == {r.trial.id: r.metrics for r in result.records}
+    assert {r.trial.id: r.metrics for r in rerun.records} == {
+        r.trial.id: r.metrics for r in result.records
+    }
     assert os.path.exists(log)
 
 
@@ -288,7 +320,9 @@ def test_learning_curves_cover_every_trial_including_shared_prefixes(
     client: Client, tmp_path: Path
 ) -> None:
     log = str(tmp_path / "train.log")
-    study = hd.Study("curves", SimulatedTrainer, storage=str(tmp_path), client=client, eval_every=10)
+    study = hd.Study(
+        "curves", SimulatedTrainer, storage=str(tmp_path), client=client, eval_every=10
+    )
     result = study.tune(hd.tuners.Grid(grid(log), metric="score", steps=STEPS))
     curves = study.curves(result)
     assert set(curves["trial_id"]) == {r.trial.id for r in result.records}

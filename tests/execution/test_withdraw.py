@@ -89,10 +89,19 @@ def book(chains: list[list[str]]) -> tuple[Flights, Reports, Any, dict[str, int]
     attempts: dict[str, int] = {}
     recorder = Recorder()
     renew = SimpleNamespace(renew=lambda key: attempts.__setitem__(key, attempts.get(key, 0) + 1))
-    reports = Reports(plan=None, flights=flights, waiters=None, journaling=None,  # type: ignore[arg-type]
-                      submission=renew, dask=None, store=None,  # type: ignore[arg-type]
-                      recorder=SimpleNamespace(ended=recorder.ended_),  # type: ignore[arg-type]
-                      trainer_name="T", retries=0, kick=lambda: None)
+    reports = Reports(
+        plan=None,
+        flights=flights,
+        waiters=None,
+        journaling=None,  # type: ignore[arg-type]
+        submission=renew,
+        dask=None,
+        store=None,  # type: ignore[arg-type]
+        recorder=SimpleNamespace(ended=recorder.ended_),  # type: ignore[arg-type]
+        trainer_name="T",
+        retries=0,
+        kick=lambda: None,
+    )
     return flights, reports, recorder, attempts
 
 

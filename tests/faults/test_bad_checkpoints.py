@@ -59,8 +59,11 @@ def test_damaged_checkpoints_are_detected_forgotten_and_rederived(
     tmp_path: Path, damage: Callable[[Path, Path], None]
 ) -> None:
     log, marker = str(tmp_path / "train.log"), tmp_path / "code-ran"
-    space = hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.StepLR(0.1, 0.1, [40])],
-                         batch_size=[seq.Constant(32)], log=[log])
+    space = hd.GridSpace(
+        lr=[seq.StepLR(0.1, 0.1, [30]), seq.StepLR(0.1, 0.1, [40])],
+        batch_size=[seq.Constant(32)],
+        log=[log],
+    )
     cluster, client = make_client(2)
     with cluster, client:
         study = hd.Study("damaged", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client)
@@ -82,7 +85,9 @@ def test_damaged_checkpoints_are_detected_forgotten_and_rederived(
         assert any(uri in m and "forgot" in m for m in messages), (uri, messages)
     assert not marker.exists(), "loading a checkpoint ran code"
     for record in result.records:
-        assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 80)
+        assert record.metrics is not None and record.metrics["score"] == standalone(
+            record.trial, 80
+        )
     # Re-derived from the nearest good state: the branch point at 30, not from scratch.
     assert executed(log) - first == (80 - 30) + (80 - 30)
     for uri in damaged:

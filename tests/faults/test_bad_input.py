@@ -45,8 +45,13 @@ def test_a_study_name_that_is_not_a_folder_name(tmp_path: Path, name: str) -> No
         hd.Study(name, SimulatedTrainer, storage=str(tmp_path))
 
 
-@pytest.mark.parametrize("url, message", [("nosuchfs://bucket/runs", "Protocol not known: nosuchfs"),
-                                          ("/proc/hippo-runs", "cannot create /proc/hippo-runs")])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("nosuchfs://bucket/runs", "Protocol not known: nosuchfs"),
+        ("/proc/hippo-runs", "cannot create /proc/hippo-runs"),
+    ],
+)
 def test_storage_that_cannot_be_used(url: str, message: str) -> None:
     with pytest.raises(hd.HippoError, match=message):
         hd.Study("x", SimulatedTrainer, storage=url)
@@ -102,8 +107,9 @@ def test_changed_trainer_code_is_not_reused_unless_declared_compatible(
         return module.EditedTrainer  # type: ignore[no-any-return]
 
     def study(offset: int, **kwargs: object) -> hd.Study:
-        return hd.Study("edit", load(offset), storage=str(tmp_path / "runs"), client=client,
-                        **kwargs)  # type: ignore[arg-type]
+        return hd.Study(
+            "edit", load(offset), storage=str(tmp_path / "runs"), client=client, **kwargs
+        )  # type: ignore[arg-type]
 
     grid = hd.tuners.Grid(space, metric="score", steps=40)
     # A SpecCluster closes a worker's nanny when its worker left the scheduler and no worker of
@@ -145,8 +151,12 @@ def test_workers_that_cannot_import_the_trainer_are_named_before_training(
     try:
         trainer = importlib.import_module("late_trainer").EditedTrainer
         study = hd.Study("late", trainer, storage=str(tmp_path / "runs"), client=client)
-        with pytest.raises(hd.HippoError, match="cannot load trainer class EditedTrainer.*late_trainer"):
-            study.tune(hd.tuners.Grid(hd.GridSpace(lr=[seq.Constant(0.1)]), metric="score", steps=5))
+        with pytest.raises(
+            hd.HippoError, match="cannot load trainer class EditedTrainer.*late_trainer"
+        ):
+            study.tune(
+                hd.tuners.Grid(hd.GridSpace(lr=[seq.Constant(0.1)]), metric="score", steps=5)
+            )
         assert study.plan.stats().requests == 0
     finally:
         sys.modules.pop("late_trainer", None)

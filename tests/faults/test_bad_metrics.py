@@ -50,8 +50,9 @@ def bad_trainer() -> type[hd.Trainer]:
 
 
 def space(log: str) -> hd.GridSpace:
-    return hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [10]), seq.Constant(0.05)],
-                        bad=[None, *BAD], log=[log])
+    return hd.GridSpace(
+        lr=[seq.StepLR(0.1, 0.1, [10]), seq.Constant(0.05)], bad=[None, *BAD], log=[log]
+    )
 
 
 def check_outcome(study: hd.Study, result: hd.Result, where: str) -> None:
@@ -80,8 +81,7 @@ def check_outcome(study: hd.Study, result: hd.Result, where: str) -> None:
 
 
 def test_bad_metrics_fail_their_trial_on_the_worker(client: Client, tmp_path: Path) -> None:
-    study = hd.Study("bad-metrics", bad_trainer(), storage=str(tmp_path), client=client,
-                     retries=1)
+    study = hd.Study("bad-metrics", bad_trainer(), storage=str(tmp_path), client=client, retries=1)
     tuner = hd.tuners.Grid(space(str(tmp_path / "log")), metric="score", steps=STEPS)
     result = study.tune(tuner)
     check_outcome(study, result, "evaluate() returned")
@@ -111,6 +111,7 @@ def test_the_driver_checks_what_workers_report(tmp_path: Path) -> None:
     with cluster, client:
         client.run(_disable_check)  # on this test's own workers only
         study = hd.Study("unchecked", bad_trainer(), storage=str(tmp_path), client=client)
-        result = study.tune(hd.tuners.Grid(space(str(tmp_path / "log")), metric="score",
-                                           steps=STEPS))
+        result = study.tune(
+            hd.tuners.Grid(space(str(tmp_path / "log")), metric="score", steps=STEPS)
+        )
     check_outcome(study, result, "as reported by worker")

@@ -53,8 +53,9 @@ def test_two_processes_on_one_study_share_the_plan(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, str(script)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
 
     first = start()
     deadline = time.monotonic() + 120
@@ -108,5 +109,7 @@ def test_a_run_does_not_train_what_an_earlier_run_left_pending(tmp_path: Path) -
     assert executed(log) == result.stats.unique_steps == 40 + 20
     assert study.plan.stats().pending == 1
     for record in result.records:
-        assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 40)
+        assert record.metrics is not None and record.metrics["score"] == standalone(
+            record.trial, 40
+        )
     assert not any(e.get("start") is None for e in read_log(log) if "steps" in e)

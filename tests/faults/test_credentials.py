@@ -22,12 +22,18 @@ def test_credentials_are_never_written(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="hippo_dask")
     options = s3_server.storage_options | {"secret": SECRET}  # moto accepts any secret
-    space = hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [10]), seq.Constant(0.05)],
-                         log=[str(tmp_path / "log")])
+    space = hd.GridSpace(
+        lr=[seq.StepLR(0.1, 0.1, [10]), seq.Constant(0.05)], log=[str(tmp_path / "log")]
+    )
     cluster, client = make_client(1)
     with cluster, client:
-        study = hd.Study("secret", SimulatedTrainer, storage=f"{s3_bucket}/runs", client=client,
-                         storage_options=options)
+        study = hd.Study(
+            "secret",
+            SimulatedTrainer,
+            storage=f"{s3_bucket}/runs",
+            client=client,
+            storage_options=options,
+        )
         result = study.tune(hd.tuners.Grid(space, metric="score", steps=20))
     fs = s3fs.S3FileSystem(**options)
     files = [f for f in fs.find(f"{s3_bucket}/runs")]

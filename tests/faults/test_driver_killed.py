@@ -45,8 +45,13 @@ def test_rerunning_after_a_killed_driver_trains_only_what_was_pending(tmp_path: 
     script = tmp_path / "study.py"
     script.write_text(textwrap.dedent(SCRIPT.format(log=log, storage=storage)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    driver = subprocess.Popen([sys.executable, str(script)], start_new_session=True, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(
+        [sys.executable, str(script)],
+        start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:  # until a few stages have reported into the journal
@@ -81,4 +86,6 @@ def test_rerunning_after_a_killed_driver_trains_only_what_was_pending(tmp_path: 
     assert rerun == remaining == result.stats.executed_steps
     for record in result.records:
         assert record.status == "done"
-        assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 200)
+        assert record.metrics is not None and record.metrics["score"] == standalone(
+            record.trial, 200
+        )

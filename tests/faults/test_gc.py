@@ -41,7 +41,9 @@ def test_branch_points_are_kept_and_finished_ends_go(client: Client, tmp_path: P
     longer = study.tune(hd.tuners.Grid(grid(log), metric="score", steps=70))
     assert executed(log) - trained == (70 - 30) + (70 - 30) + 70
     for record in longer.records:
-        assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 70)
+        assert record.metrics is not None and record.metrics["score"] == standalone(
+            record.trial, 70
+        )
 
 
 def test_keep_best_and_keep_all(client: Client, tmp_path: Path) -> None:
@@ -63,7 +65,10 @@ def test_keep_best_and_keep_all(client: Client, tmp_path: Path) -> None:
     assert result.best is not None
     winner = study.plan.latest_checkpoint(study._plan_trial(result.best.trial), 60)
     assert winner is not None and winner[0] == 60
-    assert {p.name for p in Path(study.root, "ckpt").glob("*.ckpt")} == {Path(winner[1]).name, fresh.name}
+    assert {p.name for p in Path(study.root, "ckpt").glob("*.ckpt")} == {
+        Path(winner[1]).name,
+        fresh.name,
+    }
 
 
 HELD_STEPS = 900
@@ -73,15 +78,23 @@ def test_gc_during_a_study_never_takes_what_it_resumes_from(client: Client, tmp_
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     study = hd.Study("busy", SimulatedTrainer, storage=str(tmp_path), client=client)
     study.tune(hd.tuners.Grid(grid(log), metric="score", steps=60))
-    ends = {Path(uri).name for node in study.plan.nodes for step, uri in node.checkpoints.items()
-            if step == 60}
+    ends = {
+        Path(uri).name
+        for node in study.plan.nodes
+        for step, uri in node.checkpoints.items()
+        if step == 60
+    }
     assert len(ends) == 3
     # Two gated newcomers hold both workers; the extensions of the grid's trials from their
     # step-60 checkpoints wait, pending. The newcomers must be the longest chains by far, so
     # that they are scheduled first whatever seconds per step the plan estimates for them
     # (unmeasured nodes borrow their peers' measurements, which vary from run to run).
-    held = [hd.Trial(lr=seq.Constant(v), batch_size=seq.MultiStep([32, 64], [20]), log=log,
-                     gate=[20, gate]) for v in (0.2, 0.3)]
+    held = [
+        hd.Trial(
+            lr=seq.Constant(v), batch_size=seq.MultiStep([32, 64], [20]), log=log, gate=[20, gate]
+        )
+        for v in (0.2, 0.3)
+    ]
     trials = [*held, *grid(log)]
     steps = [HELD_STEPS] * len(held) + [90] * (len(trials) - len(held))
 
@@ -89,7 +102,8 @@ def test_gc_during_a_study_never_takes_what_it_resumes_from(client: Client, tmp_
         jobs = [asyncio.ensure_future(study.train(t, n)) for t, n in zip(trials, steps)]
         await until(lambda: sum(e.get("waiting") == 20 for e in read_log(log)) == 2, "both gates")
         report = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: hd.storage.collect_garbage(study.root, keep="best", metric="score"))
+            None, lambda: hd.storage.collect_garbage(study.root, keep="best", metric="score")
+        )
         left = {p.name for p in Path(study.root, "ckpt").glob("*.ckpt")}
         assert ends <= left  # where the pending extensions resume: kept
         assert len(report.deleted) == 1 and Path(report.deleted[0]).name not in ends  # step 30

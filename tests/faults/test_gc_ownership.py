@@ -77,7 +77,9 @@ def test_gc_of_a_copied_study_never_touches_the_original(
     longer = again.tune(hd.tuners.Grid(grid(log), metric="score", steps=90))
     assert executed(log) - trained == 3 * 30
     for record in longer.records:
-        assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 90)
+        assert record.metrics is not None and record.metrics["score"] == standalone(
+            record.trial, 90
+        )
     # The copy resolves its own files: its best trial resumes from the copy's checkpoint.
     trained = executed(log)
     copied = hd.Study("owned", SimulatedTrainer, storage=str(tmp_path / "b"), client=client)
@@ -92,15 +94,19 @@ def test_gc_of_a_study_copied_to_another_bucket_prefix(
 
     log = str(tmp_path / "train.log")
     options = s3_server.storage_options
-    original = hd.Study("owned", SimulatedTrainer, storage=f"{s3_bucket}/a", client=client,
-                        storage_options=options)
+    original = hd.Study(
+        "owned", SimulatedTrainer, storage=f"{s3_bucket}/a", client=client, storage_options=options
+    )
     original.tune(hd.tuners.Grid(grid(log), metric="score", steps=60))
     fs = s3fs.S3FileSystem(**options)
 
     def objects(root: str) -> dict[str, bytes]:
         fs.invalidate_cache()
-        return {p.rsplit("/", 1)[-1]: fs.cat_file(p) for p in fs.find(f"{root}/ckpt")
-                if p.endswith(".ckpt")}
+        return {
+            p.rsplit("/", 1)[-1]: fs.cat_file(p)
+            for p in fs.find(f"{root}/ckpt")
+            if p.endswith(".ckpt")
+        }
 
     before = objects(original.root)
     assert len(before) == 4
@@ -108,16 +114,32 @@ def test_gc_of_a_study_copied_to_another_bucket_prefix(
     for path in fs.find(original.root):
         fs.copy(path, f"{copy}/{path.split('/a/owned/', 1)[1]}")
     # Credentials from the environment (the s3_server fixture sets AWS_*), as users run it.
-    assert main(["gc", copy, "--keep", "best", "--metric", "score",
-                 "--endpoint-url", s3_server.endpoint_url]) == 0
+    assert (
+        main(
+            [
+                "gc",
+                copy,
+                "--keep",
+                "best",
+                "--metric",
+                "score",
+                "--endpoint-url",
+                s3_server.endpoint_url,
+            ]
+        )
+        == 0
+    )
     assert objects(original.root) == before and len(objects(copy)) == 1
     trained = executed(log)
-    again = hd.Study("owned", SimulatedTrainer, storage=f"{s3_bucket}/a", client=client,
-                     storage_options=options)
+    again = hd.Study(
+        "owned", SimulatedTrainer, storage=f"{s3_bucket}/a", client=client, storage_options=options
+    )
     longer = again.tune(hd.tuners.Grid(grid(log), metric="score", steps=90))
     assert executed(log) - trained == 3 * 30  # every trial resumed from its step-60 checkpoint
     for record in longer.records:
-        assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 90)
+        assert record.metrics is not None and record.metrics["score"] == standalone(
+            record.trial, 90
+        )
 
 
 def test_old_journals_and_foreign_locations_never_reach_outside_the_study(
@@ -161,8 +183,9 @@ def test_a_running_stage_keeps_its_periodic_checkpoints(tmp_path: Path) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     # One stage of 100 steps, saving every 10 (unmeasured: 1 s per step for planning), held
     # by the gate at step 40 after it saved 10, 20, 30 and 40.
-    held = hd.Trial(lr=seq.Constant(0.1), batch_size=seq.MultiStep([32, 64], [40]), log=log,
-                    gate=[40, gate])
+    held = hd.Trial(
+        lr=seq.Constant(0.1), batch_size=seq.MultiStep([32, 64], [40]), log=log, gate=[40, gate]
+    )
     cluster, client = make_client(1)
     with dask.config.set({"hippo.checkpoint-interval": 10}), cluster, client:
         study = hd.Study("long", SimulatedTrainer, storage=str(tmp_path), client=client)
@@ -175,7 +198,8 @@ def test_a_running_stage_keeps_its_periodic_checkpoints(tmp_path: Path) -> None:
             assert len(periodic) == 4
             backdate(*periodic)  # the stage has been running for hours
             report = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: collect_garbage(study.root, keep="all", orphan_age=60))
+                None, lambda: collect_garbage(study.root, keep="all", orphan_age=60)
+            )
             assert report.orphans == [] and report.held == 4
             assert all(p.exists() for p in periodic)
             # Pre-empted now, the stage resumes from its step-40 checkpoint elsewhere.
@@ -252,8 +276,10 @@ def test_temporaries_of_killed_writers_are_collected(
     study = hd.Study("temps", SimulatedTrainer, storage=str(tmp_path), client=client)
     study.tune(hd.tuners.Grid(grid(str(tmp_path / "log")), metric="score", steps=60))
     root = Path(study.root)
-    zarr_dirs = sorted((p for p in root.joinpath("metrics.zarr").rglob("*") if p.is_dir()),
-                       key=lambda p: len(p.parts))
+    zarr_dirs = sorted(
+        (p for p in root.joinpath("metrics.zarr").rglob("*") if p.is_dir()),
+        key=lambda p: len(p.parts),
+    )
     deepest = zarr_dirs[-1]
     (root / "ckpt" / ".leases").mkdir(exist_ok=True)  # on object stores: no folder
     (root / "plan" / "snapshots").mkdir(exist_ok=True)
@@ -274,8 +300,12 @@ def test_temporaries_of_killed_writers_are_collected(
 
     old, fresh = plant("a"), plant("b")
     backdate(*old)
-    lookalikes = [root / "ckpt" / "notes.tmp", root / "plan" / "README.tmp",
-                  root / "metrics.zarr" / "results.partial", deepest / "0.abc.partial"]
+    lookalikes = [
+        root / "ckpt" / "notes.tmp",
+        root / "plan" / "README.tmp",
+        root / "metrics.zarr" / "results.partial",
+        deepest / "0.abc.partial",
+    ]
     for path in lookalikes:
         path.write_bytes(b"not a temporary of ours")
     backdate(*lookalikes)
@@ -294,7 +324,9 @@ def test_temporaries_of_killed_writers_are_collected(
     assert SearchPlan.open(study.root).stats() == study.plan.stats()
 
 
-def test_a_driver_reads_forgets_journaled_before_its_requests(client: Client, tmp_path: Path) -> None:
+def test_a_driver_reads_forgets_journaled_before_its_requests(
+    client: Client, tmp_path: Path
+) -> None:
     # The other half of the protocol: a running driver whose plan still holds a checkpoint
     # that gc (another process) forgot and deleted since the driver last read the journal
     # journals its new request, then reads the journal before planning it, so no stage tries
@@ -303,21 +335,27 @@ def test_a_driver_reads_forgets_journaled_before_its_requests(client: Client, tm
     study = hd.Study("stale", SimulatedTrainer, storage=str(tmp_path), client=client)
     result = study.tune(hd.tuners.Grid(grid(log), metric="score", steps=60))
     assert result.best is not None
-    loser = next(r.trial for r in result.records
-                 if r.trial != result.best.trial and r.trial.sequences["lr"] != seq.Constant(0.05))
+    loser = next(
+        r.trial
+        for r in result.records
+        if r.trial != result.best.trial and r.trial.sequences["lr"] != seq.Constant(0.05)
+    )
     found = study.plan.latest_checkpoint(study._plan_trial(loser), 90)
     assert found is not None and found[0] == 60
 
     async def scenario() -> dict[str, float]:
         await study.train(result.best.trial, 60)  # the driver is up, its plan read
         report = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: collect_garbage(study.root, keep="best", metric="score"))
+            None, lambda: collect_garbage(study.root, keep="best", metric="score")
+        )
         assert Path(found[1]).name in {Path(u).name for u in report.deleted}
         assert study.plan.latest_checkpoint(study._plan_trial(loser), 90) == found  # stale
         # New worker processes: no trainer left in memory, states come from storage.
         await asyncio.get_running_loop().run_in_executor(None, client.restart)
-        await until(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2,
-                    "the workers to come back")
+        await until(
+            lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 2,
+            "the workers to come back",
+        )
         try:
             return await study.train(loser, 90)
         finally:
@@ -325,8 +363,10 @@ def test_a_driver_reads_forgets_journaled_before_its_requests(client: Client, tm
 
     trained = executed(log)
     # No periodic reads of the journal during the test: only the one after the request.
-    with warnings.catch_warnings(record=True) as caught, \
-            dask.config.set({"hippo.refresh-interval": 3600}):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        dask.config.set({"hippo.refresh-interval": 3600}),
+    ):
         warnings.simplefilter("always")
         metrics = asyncio.run(scenario())
     assert metrics["score"] == standalone(loser, 90)
@@ -361,7 +401,7 @@ def test_an_unreadable_fresh_lease_stops_orphan_deletion(
 def test_a_listing_without_a_modification_time_never_counts_as_old() -> None:
     # adlfs says last_modified, older gcsfs an ISO string under updated; a listing that says
     # nothing must not read as 1970 (every file "hours old": deleted at once).
-    new_year = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    new_year = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     assert modification_time({"mtime": 5.0}) == 5.0
     assert modification_time({"last_modified": new_year}) == new_year.timestamp()
     assert modification_time({"updated": "2026-01-01T00:00:00.000Z"}) == new_year.timestamp()
@@ -386,4 +426,6 @@ def test_ages_are_counted_on_the_storage_clock_not_gc_hosts(
     assert not list(Path(study.root, "plan").glob(".probe-gc-*"))  # the clock probe is gone
     monkeypatch.setattr(time, "time", real)
     backdate(just_written)  # and once it is old on the storage's clock, it goes
-    assert [Path(p).name for p in study.gc(keep="all", orphan_age=600).orphans] == [just_written.name]
+    assert [Path(p).name for p in study.gc(keep="all", orphan_age=600).orphans] == [
+        just_written.name
+    ]

@@ -57,35 +57,53 @@ BAD: dict[str, tuple[dict[str, Any] | bytes, str]] = {
         r"its trial cannot be rebuilt: InvalidSequenceError: unknown sequence type 'OneCycleV9'",
     ),
     "the user's own sequence class": (
-        request_of({"fixed": {"optimizer": "sgd"},
-                    "sequences": {"lr": {"type": "MyTeamsWarmupCosine", "*args": [0.1, 5]}}}),
+        request_of(
+            {
+                "fixed": {"optimizer": "sgd"},
+                "sequences": {"lr": {"type": "MyTeamsWarmupCosine", "*args": [0.1, 5]}},
+            }
+        ),
         r"unknown sequence type 'MyTeamsWarmupCosine'",
     ),
     "a value nested too deeply to parse": (
         # 100000 levels: json.loads itself raises RecursionError
         b'{"op":"request","id":"ffff","steps":60,"tag":"x","trial":{"fixed":{"cfg":'
-        + b"[" * 100_000 + b"]" * 100_000 + b"}}}",
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}}",
         r"its JSON nests too deeply to read",
     ),
     "a value nested deeper than the limit": (
         request_of({"fixed": {"cfg": nested(200)}, "sequences": {}}),
         r"nests lists or objects deeper than 64 levels",
     ),
-    "a NaN profile": (state("profile", step=1, seconds=float("nan")),
-                      r"`seconds` must be finite and >= 0, got nan"),
-    "a negative profile": (state("profile", step=1, seconds=-3.0),
-                           r"`seconds` must be finite and >= 0, got -3.0"),
-    "steps as text": ({**request_of(B.to_dict()), "id": B.id, "steps": "60"},
-                      r"`steps` must be a whole number, got '60'"),
-    "a step beyond any sane bound": (state("checkpoint", step=10**15, uri="ckpt/x.ckpt"),
-                                     r"`step` must be in 1\.\.1000000000000"),
+    "a NaN profile": (
+        state("profile", step=1, seconds=float("nan")),
+        r"`seconds` must be finite and >= 0, got nan",
+    ),
+    "a negative profile": (
+        state("profile", step=1, seconds=-3.0),
+        r"`seconds` must be finite and >= 0, got -3.0",
+    ),
+    "steps as text": (
+        {**request_of(B.to_dict()), "id": B.id, "steps": "60"},
+        r"`steps` must be a whole number, got '60'",
+    ),
+    "a step beyond any sane bound": (
+        state("checkpoint", step=10**15, uri="ckpt/x.ckpt"),
+        r"`step` must be in 1\.\.1000000000000",
+    ),
     "a location that is not text": (state("checkpoint", uri=5), r"`uri` must be a string, got int"),
     "metric values in a list": (state("metrics", values=[0.5]), r"`values` must be an object"),
-    "a metric that is not a number": (state("metrics", values={"acc": "high"}),
-                                      r"metric 'acc' must be a number, got str"),
+    "a metric that is not a number": (
+        state("metrics", values={"acc": "high"}),
+        r"metric 'acc' must be a number, got str",
+    ),
     "forget ids that are not text": (state("forget", ids=[1, 2]), r"`ids` must be a list"),
-    "an unknown record type": ({"op": "rename", "trial": A.id},
-                               r"unknown record type 'rename' \(written by a newer hippo_dask"),
+    "an unknown record type": (
+        {"op": "rename", "trial": A.id},
+        r"unknown record type 'rename' \(written by a newer hippo_dask",
+    ),
     "not an object": ([1, 2, 3], r"a record must be an object, got list"),  # type: ignore[dict-item]
 }
 
@@ -109,8 +127,15 @@ def write_study(root: Path, bad: dict[str, Any] | bytes) -> str:
     lines = [
         encode_line({"op": "metrics", "trial": A.id, "step": 60, "values": {"acc": 0.75}}),
         raw_line(bad),
-        encode_line({"op": "checkpoint", "trial": B.id, "step": 45, "uri": "ckpt/b45.ckpt",
-                     "id": "later-record"}),
+        encode_line(
+            {
+                "op": "checkpoint",
+                "trial": B.id,
+                "step": 45,
+                "uri": "ckpt/b45.ckpt",
+                "id": "later-record",
+            }
+        ),
     ]
     (root / "plan" / name).write_bytes(b"".join(lines))
     return name
@@ -129,8 +154,11 @@ def checkpoints_of(plan: SearchPlan) -> dict[tuple[str, int], str]:
 def check_plan(plan: SearchPlan) -> None:
     assert plan.stats().trials == 2 and plan.stats().requests == 2
     assert plan.metrics(A, 60) == {"acc": 0.75}  # the record before the bad one
-    assert checkpoints_of(plan) == {(A.id, 30): "ckpt/a30.ckpt", (B.id, 30): "ckpt/a30.ckpt",
-                                    (B.id, 45): "ckpt/b45.ckpt"}  # and the one after it
+    assert checkpoints_of(plan) == {
+        (A.id, 30): "ckpt/a30.ckpt",
+        (B.id, 30): "ckpt/a30.ckpt",
+        (B.id, 45): "ckpt/b45.ckpt",
+    }  # and the one after it
 
 
 def read_with_plan(root: Path) -> None:
@@ -189,8 +217,9 @@ def test_a_bad_record_costs_only_itself_when_read_again(tmp_path: Path) -> None:
 
 def held_trial(log: str, gate: str) -> hd.Trial:
     # setup() runs at step 10 (the batch size changes there) and waits for the gate file
-    return hd.Trial(lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [10]), log=log,
-                    gate=[10, gate])
+    return hd.Trial(
+        lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [10]), log=log, gate=[10, gate]
+    )
 
 
 def test_the_driver_skips_bad_records_and_applies_the_rest(tmp_path: Path) -> None:
@@ -206,10 +235,15 @@ def test_the_driver_skips_bad_records_and_applies_the_rest(tmp_path: Path) -> No
             await until(lambda: any(e.get("waiting") == 10 for e in read_log(log)), "the gate")
             # Another process journals bad records, then the answer the study waits for.
             name = f"{time.time_ns():020d}-otherproc-000000.jsonl"
-            lines = [raw_line(BAD[kind][0]) for kind in ("sequence type of a newer version",
-                                                           "a NaN profile", "steps as text")]
-            lines.append(encode_line({"op": "metrics", "trial": planned.id, "step": 20,
-                                      "values": {"score": 42.0}}))
+            lines = [
+                raw_line(BAD[kind][0])
+                for kind in ("sequence type of a newer version", "a NaN profile", "steps as text")
+            ]
+            lines.append(
+                encode_line(
+                    {"op": "metrics", "trial": planned.id, "step": 20, "values": {"score": 42.0}}
+                )
+            )
             (tmp_path / "running" / "plan" / name).write_bytes(b"".join(lines))
             try:
                 return await asyncio.wait_for(job, 60)
@@ -229,23 +263,37 @@ def test_the_driver_skips_bad_records_and_applies_the_rest(tmp_path: Path) -> No
     ("failure", "timeout", "expected"),
     [
         (RuntimeError("boom"), 0.01, r"could not take in the plan journal of .*RuntimeError: boom"),
-        (OSError("disk gone"), 0.01,
-         r"could not be read for 0 s \(hippo.storage-timeout\): disk gone"),
+        (
+            OSError("disk gone"),
+            0.01,
+            r"could not be read for 0 s \(hippo.storage-timeout\): disk gone",
+        ),
         # Permanent: stops at once, not after the storage timeout (which the wait would outlast).
-        (PermissionError(13, "Access Denied"), 300.0,
-         r"reading the plan journal of .*access denied: check the credentials"),
+        (
+            PermissionError(13, "Access Denied"),
+            300.0,
+            r"reading the plan journal of .*access denied: check the credentials",
+        ),
     ],
 )
 def test_a_failing_refresh_stops_the_study_with_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, timeout: float,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    timeout: float,
     expected: str,
 ) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     trial = held_trial(log, gate)
     cluster, client = make_client(1)
     with cluster, client, dask.config.set({"hippo.refresh-interval": 0.05}):
-        study = hd.Study("failing", SimulatedTrainer, storage=str(tmp_path), client=client,
-                         storage_timeout=timeout)
+        study = hd.Study(
+            "failing",
+            SimulatedTrainer,
+            storage=str(tmp_path),
+            client=client,
+            storage_timeout=timeout,
+        )
 
         def refresh() -> int:
             raise failure

@@ -62,7 +62,9 @@ def test_gc_of_a_missing_bucket_names_it_and_never_creates_it(
     fs = s3fs.S3FileSystem(**s3_server.storage_options)
     bucket = f"no-such-{uuid.uuid4().hex[:12]}"
     assert main(["gc", f"s3://{bucket}/runs/study", "--endpoint-url", s3_server.endpoint_url]) == 2
-    assert f"bucket '{bucket}' of s3://{bucket}/runs/study does not exist" in capsys.readouterr().err
+    assert (
+        f"bucket '{bucket}' of s3://{bucket}/runs/study does not exist" in capsys.readouterr().err
+    )
     with pytest.raises(hd.StorageError, match=f"bucket '{bucket}'.*never creates buckets"):
         collect_garbage(f"s3://{bucket}/runs/study", s3_server.storage_options)
     fs.invalidate_cache()
@@ -73,10 +75,17 @@ def test_gc_of_a_missing_bucket_names_it_and_never_creates_it(
 def test_a_study_on_a_missing_bucket_names_it_and_creates_nothing(s3_server: S3Server) -> None:
     fs = s3fs.S3FileSystem(**s3_server.storage_options)
     bucket = f"no-such-{uuid.uuid4().hex[:12]}"
-    with pytest.raises(hd.StorageError, match=rf"bucket '{bucket}' of s3://{bucket}/runs/digits "
-                                              rf"does not exist.*aws s3 mb s3://{bucket}"):
-        hd.Study("digits", SimulatedTrainer, storage=f"s3://{bucket}/runs",
-                 storage_options=s3_server.storage_options)
+    with pytest.raises(
+        hd.StorageError,
+        match=rf"bucket '{bucket}' of s3://{bucket}/runs/digits "
+        rf"does not exist.*aws s3 mb s3://{bucket}",
+    ):
+        hd.Study(
+            "digits",
+            SimulatedTrainer,
+            storage=f"s3://{bucket}/runs",
+            storage_options=s3_server.storage_options,
+        )
     fs.invalidate_cache()
     assert not fs.exists(bucket)
 
@@ -85,8 +94,12 @@ def test_a_study_on_an_existing_bucket_and_a_fresh_local_path_starts(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
     trial = hd.Trial(lr=seq.Constant(0.1))
-    remote = hd.Study("fresh", SimulatedTrainer, storage=f"{s3_bucket}/runs",
-                      storage_options=s3_server.storage_options)
+    remote = hd.Study(
+        "fresh",
+        SimulatedTrainer,
+        storage=f"{s3_bucket}/runs",
+        storage_options=s3_server.storage_options,
+    )
     with remote.plan as plan:
         plan.add(trial, 10)
     assert SearchPlan.open(remote.root, s3_server.storage_options).stats().trials == 1

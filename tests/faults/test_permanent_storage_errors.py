@@ -47,13 +47,20 @@ def delete_bucket(monkeypatch: pytest.MonkeyPatch, fs: s3fs.S3FileSystem, bucket
     assert not fs.exists(bucket)
 
 
-@pytest.mark.parametrize("break_storage, why", [
-    (deny_access, "access denied: check the credentials"),
-    (delete_bucket, "no such bucket, folder or file: check the storage URL"),
-])
+@pytest.mark.parametrize(
+    "break_storage, why",
+    [
+        (deny_access, "access denied: check the credentials"),
+        (delete_bucket, "no such bucket, folder or file: check the storage URL"),
+    ],
+)
 def test_refused_storage_fails_the_study_at_once(
-    tmp_path: Path, s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch,
-    break_storage: Callable[[pytest.MonkeyPatch, s3fs.S3FileSystem, str], None], why: str,
+    tmp_path: Path,
+    s3_server: Any,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    break_storage: Callable[[pytest.MonkeyPatch, s3fs.S3FileSystem, str], None],
+    why: str,
 ) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     options = s3_server.storage_options
@@ -63,17 +70,27 @@ def test_refused_storage_fails_the_study_at_once(
     other = hd.Trial(lr=seq.Constant(0.2), batch_size=steps, log=log, gate=[10, gate])
     cluster, client = make_client(2)
     with cluster, client:
-        study = hd.Study("refused", SimulatedTrainer, storage=f"{s3_bucket}/runs", client=client,
-                         storage_options=options, storage_timeout=TIMEOUT)
+        study = hd.Study(
+            "refused",
+            SimulatedTrainer,
+            storage=f"{s3_bucket}/runs",
+            client=client,
+            storage_options=options,
+            storage_timeout=TIMEOUT,
+        )
 
         async def scenario() -> None:
             jobs = [asyncio.ensure_future(study.train(t, 20)) for t in (held, other)]
-            await until(lambda: sum(e.get("waiting") == 10 for e in read_log(log)) == 2,
-                        "both stages at the gate")
+            await until(
+                lambda: sum(e.get("waiting") == 10 for e in read_log(log)) == 2,
+                "both stages at the gate",
+            )
             # The driver wrote what it writes before any stage reports (journal, "submitted"
             # records): the first write to meet the refusal is a worker's checkpoint.
-            await until(lambda: len(study.metrics_store.read_stages(status=None)) == 2,
-                        "the driver's stage records")
+            await until(
+                lambda: len(study.metrics_store.read_stages(status=None)) == 2,
+                "the driver's stage records",
+            )
             before = retries(client)
             break_storage(monkeypatch, fs, s3_bucket.removeprefix("s3://"))
             Path(gate).touch()  # the stages go on, and cannot save their checkpoints
@@ -99,8 +116,12 @@ def test_a_brief_outage_is_retried_until_the_server_is_back(tmp_path: Path) -> N
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing", "endpoint_url": f"http://{host}:{port}",
-               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "endpoint_url": f"http://{host}:{port}",
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
+    }
     bucket = f"brief-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(**options).mkdir(bucket)
     store = FsspecCheckpointStore(f"s3://{bucket}/ckpt", options)

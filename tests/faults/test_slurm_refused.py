@@ -39,23 +39,44 @@ print("the study ran", flush=True)
 """
 
 
-@pytest.mark.parametrize("asked, said, fix", [
-    ({"gpus_per_job": 1}, "Invalid generic resource (gres) specification",
-     "see what each partition offers with `sinfo -o '%P %G'`"),
-    ({"gpus_per_job": 0, "partition": "nosuch"}, "invalid partition specified: nosuch",
-     "pass `partition=` one of the partitions `sinfo -s` lists"),
-], ids=["unknown-gres", "unknown-partition"])
+@pytest.mark.parametrize(
+    "asked, said, fix",
+    [
+        (
+            {"gpus_per_job": 1},
+            "Invalid generic resource (gres) specification",
+            "see what each partition offers with `sinfo -o '%P %G'`",
+        ),
+        (
+            {"gpus_per_job": 0, "partition": "nosuch"},
+            "invalid partition specified: nosuch",
+            "pass `partition=` one of the partitions `sinfo -s` lists",
+        ),
+    ],
+    ids=["unknown-gres", "unknown-partition"],
+)
 def test_a_refused_job_raises_a_clear_error_and_the_process_exits(
-    tmp_path: Path, slurm: Path, asked: dict[str, Any], said: str, fix: str  # noqa: F811
+    tmp_path: Path,
+    slurm: Path,  # noqa: F811 - the fixture, imported above
+    asked: dict[str, Any],
+    said: str,
+    fix: str,  # noqa: F811
 ) -> None:
     options = {**JOB, **asked, "jobs": 1, "log_directory": str(slurm)}
     try:
-        done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options), str(tmp_path)],
-                              check=False, capture_output=True, text=True, timeout=90,
-                              cwd=Path(__file__).parents[2])
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, json.dumps(options), str(tmp_path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=Path(__file__).parents[2],
+        )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the process did not end within 90 s of SLURM refusing the job; its output: "
-                    f"{exc.stdout!r} {str(exc.stderr)[-2000:]!r}")
+        pytest.fail(
+            f"the process did not end within 90 s of SLURM refusing the job; its output: "
+            f"{exc.stdout!r} {str(exc.stderr)[-2000:]!r}"
+        )
     assert done.returncode == 3, (done.stdout, done.stderr[-3000:])
     line = done.stdout.strip()
     assert line.startswith("REFUSED: cluster.slurm: SLURM refused 1 job(s): sbatch said"), line

@@ -34,9 +34,15 @@ class Endpoint:
         self.server.start()
         self.host, self.port = self.server.get_host_and_port()
         self.options: dict[str, Any] = {
-            "key": "testing", "secret": "testing", "endpoint_url": f"http://{self.host}:{self.port}",
+            "key": "testing",
+            "secret": "testing",
+            "endpoint_url": f"http://{self.host}:{self.port}",
             # Fail fast while down; the engine's own retries ride out the outage.
-            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1, "read_timeout": 5},
+            "config_kwargs": {
+                "retries": {"max_attempts": 1},
+                "connect_timeout": 1,
+                "read_timeout": 5,
+            },
         }
         # moto keeps buckets in this process across servers: a fresh name per test
         self.root = f"s3://outage-{uuid.uuid4().hex[:12]}/runs"
@@ -61,8 +67,9 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
 
 def trials(log: str, gate: str) -> list[hd.Trial]:
     grid = hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.Constant(0.05)], log=[log])
-    held = hd.Trial(lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [50]), log=log,
-                    gate=[50, gate])
+    held = hd.Trial(
+        lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [50]), log=log, gate=[50, gate]
+    )
     return [*grid, held]
 
 
@@ -71,8 +78,14 @@ def test_the_study_rides_out_an_outage(tmp_path: Path, endpoint: Endpoint) -> No
     todo = trials(log, gate)
     cluster, client = make_client(2)
     with cluster, client:
-        study = hd.Study("outage", SimulatedTrainer, storage=endpoint.root, client=client,
-                         storage_options=endpoint.options, storage_timeout=120)
+        study = hd.Study(
+            "outage",
+            SimulatedTrainer,
+            storage=endpoint.root,
+            client=client,
+            storage_options=endpoint.options,
+            storage_timeout=120,
+        )
 
         async def scenario() -> list[dict[str, float]]:
             jobs = [asyncio.ensure_future(study.train(t, 100)) for t in todo]
@@ -80,8 +93,10 @@ def test_the_study_rides_out_an_outage(tmp_path: Path, endpoint: Endpoint) -> No
             endpoint.stop()
             before = sum(client.run(transient_failures).values())
             Path(gate).touch()  # the held stage finishes and cannot save its checkpoint
-            await until(lambda: sum(client.run(transient_failures).values()) > before,
-                        "a worker to retry its checkpoint write")
+            await until(
+                lambda: sum(client.run(transient_failures).values()) > before,
+                "a worker to retry its checkpoint write",
+            )
             endpoint.start()
             try:
                 return list(await asyncio.gather(*jobs))
@@ -99,13 +114,21 @@ def test_the_study_rides_out_an_outage(tmp_path: Path, endpoint: Endpoint) -> No
             assert store.load(uri)["format"] == 1
 
 
-def test_an_outage_past_the_limit_stops_the_study_cleanly(tmp_path: Path, endpoint: Endpoint) -> None:
+def test_an_outage_past_the_limit_stops_the_study_cleanly(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
     log, gate = str(tmp_path / "train.log"), str(tmp_path / "gate")
     todo = trials(log, gate)
     cluster, client = make_client(2)
     with cluster, client:
-        study = hd.Study("outage", SimulatedTrainer, storage=endpoint.root, client=client,
-                         storage_options=endpoint.options, storage_timeout=2)
+        study = hd.Study(
+            "outage",
+            SimulatedTrainer,
+            storage=endpoint.root,
+            client=client,
+            storage_options=endpoint.options,
+            storage_timeout=2,
+        )
 
         async def scenario() -> None:
             jobs = [asyncio.ensure_future(study.train(t, 100)) for t in todo]
@@ -135,8 +158,13 @@ def test_during_an_outage_the_study_goes_on_and_results_wait_for_the_journal(
     trial = hd.Trial(lr=seq.MultiStep([0.1, 0.01], [10]), log=log)
     cluster, client = make_client(1)
     with cluster, client:
-        study = hd.Study("journal-outage", SimulatedTrainer, storage=str(tmp_path / "runs"),
-                         client=client, storage_timeout=120)
+        study = hd.Study(
+            "journal-outage",
+            SimulatedTrainer,
+            storage=str(tmp_path / "runs"),
+            client=client,
+            storage_timeout=120,
+        )
         journal = study.plan._journal
         assert journal is not None
         real_append = journal.append
@@ -153,8 +181,10 @@ def test_during_an_outage_the_study_goes_on_and_results_wait_for_the_journal(
         async def scenario() -> dict[str, float]:
             job = asyncio.ensure_future(study.train(trial, 20))
             # Both need this loop: the stage's report handled, and this coroutine polling.
-            await until(lambda: executed(log) == 20 and state["failed"] >= 3,
-                        "the stage to train while the journal write is retried")
+            await until(
+                lambda: executed(log) == 20 and state["failed"] >= 3,
+                "the stage to train while the journal write is retried",
+            )
             await asyncio.sleep(0)
             assert not job.done()  # trained, but not journaled: not returned yet
             state["down"] = False
@@ -167,5 +197,6 @@ def test_during_an_outage_the_study_goes_on_and_results_wait_for_the_journal(
     assert metrics["score"] == standalone(trial, 20)
     reopened = SearchPlan.open(str(tmp_path / "runs" / "journal-outage"))
     assert reopened.stats().pending == 0
-    assert [m["score"] for n in reopened.nodes for m in n.metrics.values() if m["steps"] == 20] \
-        == [metrics["score"]]
+    assert [m["score"] for n in reopened.nodes for m in n.metrics.values() if m["steps"] == 20] == [
+        metrics["score"]
+    ]

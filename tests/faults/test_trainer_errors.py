@@ -40,7 +40,9 @@ def test_a_raising_trainer_fails_its_trials_and_only_those(
         record = by_id[trial.id]
         if trial.fixed["fail_in"] is None:
             assert record.status == "done"
-            assert record.metrics is not None and record.metrics["score"] == standalone(trial, STEPS)
+            assert record.metrics is not None and record.metrics["score"] == standalone(
+                trial, STEPS
+            )
         else:
             assert record.status == "failed" and record.error_type == "ValueError"
             assert f"simulated failure in {method}" in (record.error or "")

@@ -30,8 +30,9 @@ def space(log: str, gate: str) -> list[hd.Trial]:
         log=[log],
     )
     # One more trial whose stage the gate holds at step 140 (its batch size changes there).
-    held = hd.Trial(lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [140]), log=log,
-                    gate=[140, gate])
+    held = hd.Trial(
+        lr=seq.Constant(0.2), batch_size=seq.MultiStep([32, 64], [140]), log=log, gate=[140, gate]
+    )
     return [*grid, held]
 
 
@@ -57,8 +58,10 @@ def test_a_worker_killed_mid_stage_costs_only_its_unsaved_steps(
                 await study._close_driver()
 
         results = asyncio.run(scenario())
-    assert any(re.search(r"left with \d+ stage\(s\); planning them again", r.getMessage())
-               for r in caplog.records)
+    assert any(
+        re.search(r"left with \d+ stage\(s\); planning them again", r.getMessage())
+        for r in caplog.records
+    )
     for trial, metrics in zip(trials, results):
         assert metrics["score"] == standalone(trial, STEPS)
     # Work lost: at most what the killed stage trained since its last checkpoint.
@@ -67,23 +70,30 @@ def test_a_worker_killed_mid_stage_costs_only_its_unsaved_steps(
     # The zarr store holds each final metric exactly once.
     frame = study.metrics_store.read()
     final = frame[frame["step"] == STEPS]
-    assert len(final) == len(final.drop_duplicates(subset=["trial", "step"])) == len(study.plan.nodes)
+    assert (
+        len(final) == len(final.drop_duplicates(subset=["trial", "step"])) == len(study.plan.nodes)
+    )
 
 
 def test_a_stage_that_keeps_killing_its_worker_fails_its_trials_instead_of_looping(
     tmp_path: Path,
 ) -> None:
     log = str(tmp_path / "train.log")
-    space = hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [30]), seq.Constant(0.05)],
-                         crash_at=[None, 45], log=[log])
+    space = hd.GridSpace(
+        lr=[seq.StepLR(0.1, 0.1, [30]), seq.Constant(0.05)], crash_at=[None, 45], log=[log]
+    )
     cluster, client = make_client(2)
     with cluster, client:
-        study = hd.Study("crashing", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client)
+        study = hd.Study(
+            "crashing", SimulatedTrainer, storage=str(tmp_path / "runs"), client=client
+        )
         result = study.tune(hd.tuners.Grid(space, metric="score", steps=60))
     for record in result.records:
         if record.trial.fixed["crash_at"] is None:
             assert record.status == "done"
-            assert record.metrics is not None and record.metrics["score"] == standalone(record.trial, 60)
+            assert record.metrics is not None and record.metrics["score"] == standalone(
+                record.trial, 60
+            )
         else:
             assert record.status == "failed" and record.error_type == "WorkerLost"
             assert "left 3 times" in (record.error or "")

@@ -38,8 +38,11 @@ def fresh_root() -> str:
 
 def segments_of(root: str) -> Segments:
     fs, path = fsspec.core.url_to_fs(root)
-    return {p.rsplit("/", 1)[-1]: fs.cat_file(p) for p in fs.ls(f"{path}/plan", detail=False)
-            if p.endswith(".jsonl")}
+    return {
+        p.rsplit("/", 1)[-1]: fs.cat_file(p)
+        for p in fs.ls(f"{path}/plan", detail=False)
+        if p.endswith(".jsonl")
+    }
 
 
 def history() -> tuple[Segments, SearchPlan]:
@@ -87,12 +90,18 @@ def history() -> tuple[Segments, SearchPlan]:
         {"op": "metrics", "trial": C.id, "step": 45, "values": {"score": 0.1}},
         {"op": "metrics", "trial": C.id, "step": 45, "values": {"score": 0.2}},
     ]
-    fs.pipe_file(f"{path}/plan/00000000000000000001-oldvers1-000000.jsonl",
-                 b"".join(encode_line(r) for r in legacy[:3]))
-    fs.pipe_file(f"{path}/plan/99999999999999999999-oldvers2-000000.jsonl",
-                 b"".join(encode_line(r) for r in legacy[3:]))
-    fs.pipe_file(f"{path}/plan/00000000000000000002-oldvers3-000000.jsonl",
-                 encode_line({"op": "forget", "trial": A.id, "step": 45}))  # before it: no effect
+    fs.pipe_file(
+        f"{path}/plan/00000000000000000001-oldvers1-000000.jsonl",
+        b"".join(encode_line(r) for r in legacy[:3]),
+    )
+    fs.pipe_file(
+        f"{path}/plan/99999999999999999999-oldvers2-000000.jsonl",
+        b"".join(encode_line(r) for r in legacy[3:]),
+    )
+    fs.pipe_file(
+        f"{path}/plan/00000000000000000002-oldvers3-000000.jsonl",
+        encode_line({"op": "forget", "trial": A.id, "step": 45}),
+    )  # before it: no effect
     early.refresh()
     return segments_of(root), early
 
@@ -103,14 +112,25 @@ def view(plan: SearchPlan) -> tuple[Any, ...]:
     for trial in TRIALS:
         for step in STEPS:
             node = plan.locate(trial, step)
-            states[(trial.id, step)] = None if node is None else (
-                node.checkpoints.get(step), node.metrics.get(step),
-                plan.latest_checkpoint(trial, step),
+            states[(trial.id, step)] = (
+                None
+                if node is None
+                else (
+                    node.checkpoints.get(step),
+                    node.metrics.get(step),
+                    plan.latest_checkpoint(trial, step),
+                )
             )
     pending = sorted((node.owner.id, node.start, steps) for node, steps in plan.pending())
     stats = plan.stats()
-    return states, len(pending), stats.trials, stats.requests, stats.requested_steps, \
-        stats.unique_steps
+    return (
+        states,
+        len(pending),
+        stats.trials,
+        stats.requests,
+        stats.requested_steps,
+        stats.unique_steps,
+    )
 
 
 def read_in(segments: Segments, batches: list[list[str]]) -> SearchPlan:

@@ -91,7 +91,9 @@ def test_metrics_answer_requests_and_leave_the_pending_set() -> None:
     assert plan.pending() == [(r.node, 40)]
     plan.record_metrics(r.node, 40, {"val_acc": 0.9, "val_loss": float("nan")})
     assert r.done
-    assert r.metrics is not None and r.metrics["val_acc"] == 0.9 and math.isnan(r.metrics["val_loss"])
+    assert (
+        r.metrics is not None and r.metrics["val_acc"] == 0.9 and math.isnan(r.metrics["val_loss"])
+    )
     assert plan.pending() == []
     again = plan.add(lr_trial([30]), 40)
     assert again.done and plan.stats().pending == 0

@@ -115,9 +115,18 @@ def test_stage_trees_train_each_pending_step_once_from_the_latest_checkpoint(
 
 
 def _describe(plan: SearchPlan) -> tuple[Any, ...]:
-    nodes = [(n.owner.id, n.start, n.extent, n.parent.id if n.parent else None,
-              sorted(n.checkpoints.items()), sorted(n.metrics.items()), n.seconds_per_step)
-             for n in plan.nodes]
+    nodes = [
+        (
+            n.owner.id,
+            n.start,
+            n.extent,
+            n.parent.id if n.parent else None,
+            sorted(n.checkpoints.items()),
+            sorted(n.metrics.items()),
+            n.seconds_per_step,
+        )
+        for n in plan.nodes
+    ]
     return (plan.stats(), nodes, [s.describe() for s in plan.stage_tree().stages])
 
 
@@ -191,7 +200,9 @@ class PlanMachine(RuleBasedStateMachine):
         pending = {state(t, T) for t, T in self.stream} - set(self.metrics)
         assert stats.pending == len(pending)
         for trial, steps in self.stream:
-            latest = max((c for c in range(1, steps + 1) if state(trial, c) in self.saved), default=0)
+            latest = max(
+                (c for c in range(1, steps + 1) if state(trial, c) in self.saved), default=0
+            )
             found = self.plan.latest_checkpoint(trial, steps)
             if latest:
                 assert found == (latest, self.saved[state(trial, latest)])
@@ -200,7 +211,9 @@ class PlanMachine(RuleBasedStateMachine):
 
 
 PlanMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=15, deadline=None,
+    max_examples=60,
+    stateful_step_count=15,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestPlanMachine = PlanMachine.TestCase

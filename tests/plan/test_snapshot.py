@@ -24,8 +24,11 @@ from hippo_dask.plan._journal import encode_line
 from hippo_dask.plan._snapshot import decode, encode
 from hippo_dask.testing.simulated import SimulatedTrainer
 
-TRIALS = [hd.Trial(lr=seq.StepLR(0.1, 0.1, [m]), batch=seq.Constant(32), width=w)
-          for m in (10, 20, 30) for w in (8, 16)]
+TRIALS = [
+    hd.Trial(lr=seq.StepLR(0.1, 0.1, [m]), batch=seq.Constant(32), width=w)
+    for m in (10, 20, 30)
+    for w in (8, 16)
+]
 UNKNOWN = hd.Trial(lr=seq.Constant(0.5))  # its request comes after the snapshot
 
 
@@ -42,15 +45,25 @@ def build(root: Path) -> SearchPlan:
         assert shared is not None
         plan.forget_checkpoint(shared, 10)
     # A record about a trial whose request is not in the journal yet: it waits.
-    (root / "plan" / f"{time.time_ns():020d}-waiting0-000000.jsonl").write_bytes(encode_line(
-        {"op": "metrics", "trial": UNKNOWN.id, "step": 5, "values": {"score": 9.0}, "at": 1}))
+    (root / "plan" / f"{time.time_ns():020d}-waiting0-000000.jsonl").write_bytes(
+        encode_line(
+            {"op": "metrics", "trial": UNKNOWN.id, "step": 5, "values": {"score": 9.0}, "at": 1}
+        )
+    )
     return SearchPlan.open(str(root))
 
 
 def view(plan: SearchPlan) -> Any:
     nodes = sorted(
-        (n.owner.id, n.start, n.extent, sorted(n.requests.items()), sorted(n.checkpoints.items()),
-         repr(sorted(n.metrics.items())), n.seconds_per_step)
+        (
+            n.owner.id,
+            n.start,
+            n.extent,
+            sorted(n.requests.items()),
+            sorted(n.checkpoints.items()),
+            repr(sorted(n.metrics.items())),
+            n.seconds_per_step,
+        )
         for n in plan.nodes
     )
     return nodes, plan.stats(), sorted((t, tr.id, s) for t, (tr, s) in plan.requests_by_tag.items())
@@ -108,12 +121,15 @@ def damage_consistent_but_wrong(data: bytes) -> bytes:
     return encode(payload)
 
 
-@pytest.mark.parametrize(("damage", "why"), [
-    (damage_flip, "torn or corrupt"),
-    (lambda data: data[: len(data) // 2], "torn or corrupt"),
-    (lambda data: b"garbage\n", "does not start with a snapshot header"),
-    (damage_consistent_but_wrong, "ValueError: node 1 names parent 99"),
-])
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (damage_flip, "torn or corrupt"),
+        (lambda data: data[: len(data) // 2], "torn or corrupt"),
+        (lambda data: b"garbage\n", "does not start with a snapshot header"),
+        (damage_consistent_but_wrong, "ValueError: node 1 names parent 99"),
+    ],
+)
 def test_a_damaged_snapshot_is_skipped_with_a_warning(
     tmp_path: Path, damage: Any, why: str
 ) -> None:

@@ -72,8 +72,15 @@ def write_hostile_study(storage: Path) -> str:
             assert node is not None
             values = {METRIC_IMG: step / 20, METRIC_SCRIPT: 1 - step / 20}
             plan.record_metrics(node, step, values)
-            rows.append(MetricRow(trial=node.owner.id, step=step, values=values,
-                                  wall_time=1000.0 + step, worker=WORKER))
+            rows.append(
+                MetricRow(
+                    trial=node.owner.id,
+                    step=step,
+                    values=values,
+                    wall_time=1000.0 + step,
+                    worker=WORKER,
+                )
+            )
     parent, child, other = (plan.locate(t, s) for t, s in ((PARENT, 20), (CHILD, 20), (OTHER, 5)))
     assert parent is not None and child is not None and other is not None
     plan.record_checkpoint(parent, 20, "file:///ckpt/a-20")
@@ -81,12 +88,34 @@ def write_hostile_study(storage: Path) -> str:
     plan.flush()
     store = MetricsStore(f"{root}/metrics.zarr")
     store.append(rows)
-    store.append_stages([
-        StageRecord(node=parent.owner.id, start_step=0, step=20, started=1000.0, finished=1010.0,
-                    worker=WORKER),
-        StageRecord(node=child.owner.id, start_step=10, step=20, started=1010.0, finished=1015.0,
-                    worker=WORKER),
-        StageRecord(node=other.owner.id, start_step=0, step=20, started=1000.0, finished=1003.0,
-                    worker="tcp://127.0.0.1:4002", status="failed", error=ERROR),
-    ])
+    store.append_stages(
+        [
+            StageRecord(
+                node=parent.owner.id,
+                start_step=0,
+                step=20,
+                started=1000.0,
+                finished=1010.0,
+                worker=WORKER,
+            ),
+            StageRecord(
+                node=child.owner.id,
+                start_step=10,
+                step=20,
+                started=1010.0,
+                finished=1015.0,
+                worker=WORKER,
+            ),
+            StageRecord(
+                node=other.owner.id,
+                start_step=0,
+                step=20,
+                started=1000.0,
+                finished=1003.0,
+                worker="tcp://127.0.0.1:4002",
+                status="failed",
+                error=ERROR,
+            ),
+        ]
+    )
     return root

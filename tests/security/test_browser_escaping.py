@@ -89,8 +89,9 @@ def hostile_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("hostile")
     cluster, client = make_client(2)
     with cluster, client:
-        study = hd.Study("planted", HostileTrainer, storage=str(tmp / "runs"), client=client,
-                         eval_every=5)
+        study = hd.Study(
+            "planted", HostileTrainer, storage=str(tmp / "runs"), client=client, eval_every=5
+        )
         result = study.tune(Listed(TRIALS, STEPS), progress=False)
     statuses = sorted(r.status for r in result.records)
     assert statuses == ["done", "done", "failed"], statuses
@@ -100,10 +101,18 @@ def hostile_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(tmp / "runs" / "planted", storage / STUDY)
     node = study.plan.nodes[0]
     now = time.time()
-    MetricsStore(f"{storage / STUDY}/metrics.zarr").append_stages([
-        StageRecord(node=node.owner.id, start_step=0, step=5, started=now - 2, finished=now - 1,
-                    worker=WORKER),
-    ])
+    MetricsStore(f"{storage / STUDY}/metrics.zarr").append_stages(
+        [
+            StageRecord(
+                node=node.owner.id,
+                start_step=0,
+                step=5,
+                started=now - 2,
+                finished=now - 1,
+                worker=WORKER,
+            ),
+        ]
+    )
     return storage
 
 
@@ -122,9 +131,11 @@ def _hover_everything(page: Any) -> str:
     count = [0]
     _settled(page, count)
     shown: list[str] = []
-    targets = [("stage-tree", "stage-tree-nodes", "id", r"node {} \("),
-               ("curves-figure", "curves", "node", r"node {}(?!\d)"),
-               ("worker-lanes-figure", "worker-lanes", "node", r"node {}: steps")]
+    targets = [
+        ("stage-tree", "stage-tree-nodes", "id", r"node {} \("),
+        ("curves-figure", "curves", "node", r"node {}(?!\d)"),
+        ("worker-lanes-figure", "worker-lanes", "node", r"node {}: steps"),
+    ]
     for figure, source, key, label in targets:
         data = page.evaluate(f"() => Bokeh.documents[0].get_model_by_name('{source}').data")
         assert data[key], f"{source} is empty"
@@ -134,7 +145,9 @@ def _hover_everything(page: Any) -> str:
             page.mouse.move(1, 1)
             x, y = page.evaluate(POINT, [figure, source, i])
             page.mouse.move(x, y)
-            tip = page.locator(".bk-tooltip-content", has_text=re.compile(label.format(ident))).first
+            tip = page.locator(
+                ".bk-tooltip-content", has_text=re.compile(label.format(ident))
+            ).first
             tip.wait_for(state="visible", timeout=15_000)
             shown.append(tip.inner_text())
             _settled(page, count)
@@ -146,8 +159,15 @@ def _check_page(page: Any, title: str) -> str:
     text = _hover_everything(page)
     assert page.title() == title
     assert page.locator('[data-hippo="study"]').inner_text() == STUDY
-    for planted in (HP_NAME, HP_VALUE, IMG, METRIC_IMG, METRIC_SCRIPT, Exploded.__name__,
-                    WORKER.split("://", 1)[1]):
+    for planted in (
+        HP_NAME,
+        HP_VALUE,
+        IMG,
+        METRIC_IMG,
+        METRIC_SCRIPT,
+        Exploded.__name__,
+        WORKER.split("://", 1)[1],
+    ):
         assert planted in text, f"{planted!r} is not shown in any tooltip"
     assert page.evaluate("() => typeof window.__pwned") == "undefined"
     return text
@@ -176,8 +196,22 @@ def test_static_report_runs_no_planted_script(
 ) -> None:
     report = tmp_path / "report.html"
     done = subprocess.run(
-        [sys.executable, "-m", "hippo_dask.cli", "report", str(hostile_storage), "--name", STUDY,
-         "-o", str(report)], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "hippo_dask.cli",
+            "report",
+            str(hostile_storage),
+            "--name",
+            STUDY,
+            "-o",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     source = report.read_text()

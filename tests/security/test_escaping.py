@@ -46,8 +46,9 @@ def html_sinks(root: Any) -> dict[str, list[str]]:
             sinks.setdefault(f"{type(model).__name__} {model.name}", []).append(str(model.text))
         if isinstance(model, HoverTool):
             tooltips: Any = model.tooltips
-            templates = ([tooltips] if isinstance(tooltips, str)
-                         else [str(v) for _, v in tooltips or []])
+            templates = (
+                [tooltips] if isinstance(tooltips, str) else [str(v) for _, v in tooltips or []]
+            )
             for template in templates:
                 for braced, plain in _SAFE_FIELD.findall(template):
                     field = braced or plain
@@ -59,9 +60,11 @@ def html_sinks(root: Any) -> dict[str, list[str]]:
 
 
 def _raw(sinks: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {where: [t for t in texts if any(m.lower() in t.lower() for m in MARKUP)]
-            for where, texts in sinks.items()
-            if any(m.lower() in t.lower() for t in texts for m in MARKUP)}
+    return {
+        where: [t for t in texts if any(m.lower() in t.lower() for m in MARKUP)]
+        for where, texts in sinks.items()
+        if any(m.lower() in t.lower() for t in texts for m in MARKUP)
+    }
 
 
 def escape(text: str) -> str:
@@ -72,7 +75,7 @@ def escape(text: str) -> str:
 def test_the_dashboards_escape_makes_markup_text() -> None:
     from hippo_dask.dashboard._base import escape
 
-    for text in (*MARKUP, "a & b", "it's \"quoted\"", "plain"):
+    for text in (*MARKUP, "a & b", 'it\'s "quoted"', "plain"):
         escaped = escape(text)
         assert not re.search(r"[<>\"']", escaped)
         assert html.unescape(escaped) == text

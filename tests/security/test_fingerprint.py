@@ -42,7 +42,7 @@ class HelpedTrainer(SimulatedTrainer):
 PACKAGE = {
     "__init__.py": "",
     "models.py": "def build_model(width):\n    return [0.0] * width * {width}\n",
-    "base.py": textwrap.dedent('''
+    "base.py": textwrap.dedent("""
         from hippo_dask.testing.simulated import SimulatedTrainer
 
 
@@ -51,9 +51,9 @@ PACKAGE = {
                 metrics = super().evaluate()
                 metrics["bias"] = {bias}
                 return metrics
-    '''),
+    """),
     "lazy.py": "def late():\n    return {late}\n",
-    "trainer.py": textwrap.dedent('''
+    "trainer.py": textwrap.dedent("""
         from fp_pkg.base import BaseTrainer
         from fp_pkg.models import build_model
 
@@ -69,16 +69,16 @@ PACKAGE = {
                 metrics = super().evaluate()
                 metrics["late"] = late()
                 return metrics
-    '''),
+    """),
 }
 
 
-REPL = textwrap.dedent('''
+REPL = textwrap.dedent("""
     from hippo_dask.testing.simulated import SimulatedTrainer
 
     class TypedInTrainer(SimulatedTrainer):
         pass
-''')
+""")
 
 
 def _fingerprint(trainer: type[hd.Trainer], tmp_path: Path, **kwargs: object) -> str:
@@ -147,13 +147,21 @@ def test_base_classes_model_builders_and_package_helpers_count(code: Path, tmp_p
     _write(code / "fp_pkg" / "venv" / "lib" / "dep", {"dep.py": "X = {x}\n"}, x=2)
     assert _fingerprint(sys.modules["fp_pkg.trainer"].PackagedTrainer, tmp_path) == now
     # the same in a fresh process, with another hash seed and working directory
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); import hippo_dask as hd; "
-              "from fp_pkg.trainer import PackagedTrainer as T; "
-              "print(hd.Study('fingerprint', T, storage=sys.argv[2]).fingerprint)")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import hippo_dask as hd; "
+        "from fp_pkg.trainer import PackagedTrainer as T; "
+        "print(hd.Study('fingerprint', T, storage=sys.argv[2]).fingerprint)"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    fresh = subprocess.run([sys.executable, "-c", script, str(code), str(tmp_path / "other")],
-                           capture_output=True, text=True, env=env, cwd=str(code), timeout=120,
-                           check=False)
+    fresh = subprocess.run(
+        [sys.executable, "-c", script, str(code), str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(code),
+        timeout=120,
+        check=False,
+    )
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.strip() == now
 
@@ -165,7 +173,10 @@ def test_a_helper_in_a_sibling_module_counts_an_installed_package_does_not(
     monkeypatch.syspath_prepend(str(installed))
     _write(installed / "fp_installed", {"__init__.py": "def scale(x):\n    return x * {k}\n"}, k=1)
     _write(code, {"fp_sibling.py": "def build():\n    return {k}\n"}, k=1)
-    _write(code, {"fp_script_trainer.py": textwrap.dedent('''
+    _write(
+        code,
+        {
+            "fp_script_trainer.py": textwrap.dedent("""
         from fp_installed import scale
         from fp_sibling import build
 
@@ -177,7 +188,9 @@ def test_a_helper_in_a_sibling_module_counts_an_installed_package_does_not(
                 metrics = super().evaluate()
                 metrics["score"] = scale(metrics["score"]) + build()
                 return metrics
-    ''')})
+    """)
+        },
+    )
     trainer = importlib.import_module("fp_script_trainer").ScriptTrainer
     first = _fingerprint(trainer, tmp_path)
 
@@ -197,8 +210,11 @@ def test_a_trainer_defined_without_source_warns_to_declare_a_version(tmp_path: P
     typed = compile(REPL, "<stdin>", "exec")  # what a REPL compiles: no file to read back
     exec(typed, namespace)  # noqa: S102 - the test stands in for a user typing into a REPL
     trainer = namespace["TypedInTrainer"]
-    with pytest.warns(hd.HippoWarning, match=r"cannot read the source of trainer class .*"
-                      r"TypedInTrainer.*edits to it cannot be detected.*version="):
+    with pytest.warns(
+        hd.HippoWarning,
+        match=r"cannot read the source of trainer class .*"
+        r"TypedInTrainer.*edits to it cannot be detected.*version=",
+    ):
         _fingerprint(trainer, tmp_path)  # type: ignore[arg-type]
     with warnings.catch_warnings():
         warnings.simplefilter("error", hd.HippoWarning)

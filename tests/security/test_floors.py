@@ -62,8 +62,11 @@ def test_pyproject_and_the_conda_environment_declare_the_same_floors() -> None:
     assert _floor(project["optional-dependencies"]["torch"], "torch") == _floors.TORCH_FLOOR
     assert _floor(project["dependencies"], "zarr") == _floors.ZARR_FLOOR
     assert _python_floor(project["requires-python"]) == _floors.PYTHON_FLOOR
-    conda = [d for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
-             if isinstance(d, str)]
+    conda = [
+        d
+        for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+        if isinstance(d, str)
+    ]
     assert _floor(conda, "pytorch") == _floors.TORCH_FLOOR
     assert _floor(conda, "zarr") == _floors.ZARR_FLOOR
     assert _floor(conda, "python") == _floors.PYTHON_FLOOR
@@ -75,18 +78,23 @@ def test_the_installed_versions_meet_the_floors() -> None:
     assert sys.version_info[:2] >= _floors.PYTHON_FLOOR
 
 
-@pytest.mark.parametrize(("version", "release"), [
-    ("2.13.0+cpu", (2, 13, 0)),
-    ("2.10.0", (2, 10, 0)),
-    ("3.1.3", (3, 1, 3)),
-    ("2.10.1.post2", (2, 10, 1)),
-])
+@pytest.mark.parametrize(
+    ("version", "release"),
+    [
+        ("2.13.0+cpu", (2, 13, 0)),
+        ("2.10.0", (2, 10, 0)),
+        ("3.1.3", (3, 1, 3)),
+        ("2.10.1.post2", (2, 10, 1)),
+    ],
+)
 def test_release_reads_plain_versions(version: str, release: tuple[int, ...]) -> None:
     assert _floors.release(version) == release
 
 
-@pytest.mark.parametrize("version", ["2.10.0rc1", "2.10.0a0+git1234", "2.10.0.dev20260101",
-                                     "2.9.1", "2.6.0", "not-a-version"])
+@pytest.mark.parametrize(
+    "version",
+    ["2.10.0rc1", "2.10.0a0+git1234", "2.10.0.dev20260101", "2.9.1", "2.6.0", "not-a-version"],
+)
 def test_pre_releases_and_older_versions_are_below_the_torch_floor(version: str) -> None:
     assert _floors.release(version) < _floors.TORCH_FLOOR
 
@@ -105,10 +113,13 @@ def test_checkpoints_refuse_to_load_on_an_older_torch(
     store = FsspecCheckpointStore(str(tmp_path / "ckpt"))
     uri = store.save("step-7", {"w": torch.arange(3.0), "step": 7})
     monkeypatch.setattr(torch, "__version__", old)
-    with pytest.raises(hd.DependencyError, match=(
-        rf"refusing to load checkpoint .* with torch {re.escape(old)}: before torch 2\.10.*"
-        r"CVE-2025-32434.*CVE-2026-24747.*pip install 'torch>=2\.10'"
-    )) as refused:
+    with pytest.raises(
+        hd.DependencyError,
+        match=(
+            rf"refusing to load checkpoint .* with torch {re.escape(old)}: before torch 2\.10.*"
+            r"CVE-2025-32434.*CVE-2026-24747.*pip install 'torch>=2\.10'"
+        ),
+    ) as refused:
         load_state(io.BytesIO(data), name="file:///ckpt/x")
     assert isinstance(refused.value, hd.HippoError)
     with pytest.raises(hd.DependencyError, match=re.escape(uri)):

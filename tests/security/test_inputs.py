@@ -24,8 +24,9 @@ def client() -> Iterator[Client]:
         yield client
 
 
-@pytest.mark.parametrize("name", ["runs\n", "runs\r\n", "a\tb", "a\x00b", "a\x1bb", "a\u202eb",
-                                  "x" * 201])
+@pytest.mark.parametrize(
+    "name", ["runs\n", "runs\r\n", "a\tb", "a\x00b", "a\x1bb", "a\u202eb", "x" * 201]
+)
 def test_study_names_that_break_paths_and_keys(tmp_path: Path, name: str) -> None:
     with pytest.raises(hd.HippoError, match=r"`name` must be 1-200 letters.*e\.g\. 'digits-cnn'"):
         hd.Study(name, SimulatedTrainer, storage=str(tmp_path))
@@ -39,7 +40,9 @@ def test_the_longest_allowed_name_works(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["_hippo_code", "_hippo_isolate", "_hippo_seed"])
 def test_reserved_names_in_a_space_are_refused(key: str) -> None:
-    with pytest.raises(hd.InvalidSpaceError, match=f"GridSpace: hyper-parameter `{key}`.*rename it"):
+    with pytest.raises(
+        hd.InvalidSpaceError, match=f"GridSpace: hyper-parameter `{key}`.*rename it"
+    ):
         hd.GridSpace(lr=[seq.Constant(0.1)], **{key: [1, 2]})
     with pytest.raises(hd.InvalidSpaceError, match=f"RandomSpace: hyper-parameter `{key}`"):
         hd.RandomSpace(lr=hd.loguniform(1e-3, 1.0), **{key: hd.randint(0, 4)})
@@ -64,14 +67,18 @@ def test_steps_beyond_the_bound_are_refused(client: Client, tmp_path: Path) -> N
     """10**15 steps used to be planned (and trained); the bound is the hippo.max-steps setting."""
     study = hd.Study("steps", SimulatedTrainer, storage=str(tmp_path), client=client)
     trial = hd.Trial(lr=seq.Constant(0.1), fail_at=50)
-    with pytest.raises(hd.InvalidSpaceError,
-                       match=r"`steps` is 1000000000000000, more than the 1,000,000,000 steps.*"
-                             r"dask\.config\.set\(\{'hippo\.max-steps'"):
+    with pytest.raises(
+        hd.InvalidSpaceError,
+        match=r"`steps` is 1000000000000000, more than the 1,000,000,000 steps.*"
+        r"dask\.config\.set\(\{'hippo\.max-steps'",
+    ):
         asyncio.run(study.train(trial, 10**15))
     with pytest.raises(hd.InvalidSpaceError, match="`steps`"):
         hd.Study("steps", SimulatedTrainer, storage=str(tmp_path), client=client).tune(
-            hd.tuners.Grid(hd.GridSpace(lr=[seq.Constant(0.1)], fail_at=[50]), metric="score",
-                           steps=10**15))
+            hd.tuners.Grid(
+                hd.GridSpace(lr=[seq.Constant(0.1)], fail_at=[50]), metric="score", steps=10**15
+            )
+        )
     assert study.plan.stats().requests == 0
     with dask.config.set({"hippo.max-steps": 40}):
         with pytest.raises(hd.InvalidSpaceError, match="more than the 40 steps"):

@@ -44,8 +44,11 @@ def listening(pid: int | None = None) -> list[tuple[str, int, int]]:
             connections = process.net_connections(kind="tcp")
         except psutil.NoSuchProcess:  # a helper process that ended meanwhile
             continue
-        found += [(c.laddr.ip, c.laddr.port, process.pid) for c in connections
-                  if c.status == psutil.CONN_LISTEN]
+        found += [
+            (c.laddr.ip, c.laddr.port, process.pid)
+            for c in connections
+            if c.status == psutil.CONN_LISTEN
+        ]
     return found
 
 
@@ -121,7 +124,9 @@ def fake_dask_cuda(monkeypatch: pytest.MonkeyPatch, any_gpus: None) -> Iterator[
     yield made
 
 
-def test_local_cuda_cluster_is_asked_to_listen_only_on_this_machine(fake_dask_cuda: dict[str, Any]) -> None:
+def test_local_cuda_cluster_is_asked_to_listen_only_on_this_machine(
+    fake_dask_cuda: dict[str, Any],
+) -> None:
     with hd.cluster.local(gpus=["0", "1"]) as client:
         assert fake_dask_cuda["host"] == "127.0.0.1"
         assert fake_dask_cuda["dashboard_address"] == "127.0.0.1:0"
@@ -134,8 +139,11 @@ def test_local_cuda_cluster_opens_when_asked(fake_dask_cuda: dict[str, Any]) -> 
         check_cluster(client, 1, opened=OPEN)
 
 
-@pytest.mark.parametrize("path", [{"n_workers": 1, "gpus": []}, {"gpus": ["0"], "dask_cuda": False}],
-                         ids=["cpu", "gpu-without-dask-cuda"])
+@pytest.mark.parametrize(
+    "path",
+    [{"n_workers": 1, "gpus": []}, {"gpus": ["0"], "dask_cuda": False}],
+    ids=["cpu", "gpu-without-dask-cuda"],
+)
 def test_a_cluster_opens_only_when_asked(path: dict[str, Any], any_gpus: None) -> None:
     with hd.cluster.local(host=OPEN, **path) as client:
         check_cluster(client, 1, opened=OPEN)
@@ -146,9 +154,11 @@ def test_security_true_runs_the_cluster_over_tls_and_refuses_other_clients(
     path: str, request: pytest.FixtureRequest, any_gpus: None
 ) -> None:
     """Loopback keeps out other machines, not other users of this one: TLS does."""
-    options: dict[str, Any] = {"cpu": {"n_workers": 1, "gpus": []},
-                               "gpu-without-dask-cuda": {"gpus": ["0"], "dask_cuda": False},
-                               "dask-cuda": {"gpus": ["0"]}}[path]
+    options: dict[str, Any] = {
+        "cpu": {"n_workers": 1, "gpus": []},
+        "gpu-without-dask-cuda": {"gpus": ["0"], "dask_cuda": False},
+        "dask-cuda": {"gpus": ["0"]},
+    }[path]
     if path == "dask-cuda":
         request.getfixturevalue("fake_dask_cuda")
     with hd.cluster.local(security=True, **options) as client:
@@ -165,5 +175,7 @@ def test_security_true_runs_the_cluster_over_tls_and_refuses_other_clients(
 
 
 def test_host_and_interface_together_are_refused() -> None:
-    with pytest.raises(hd.HippoError, match=r"give `host` \('0.0.0.0'\) or `interface` \('lo'\), not both"):
+    with pytest.raises(
+        hd.HippoError, match=r"give `host` \('0.0.0.0'\) or `interface` \('lo'\), not both"
+    ):
         hd.cluster.local(n_workers=1, gpus=[], host=OPEN, interface="lo")

@@ -49,15 +49,18 @@ def test_study_dashboard_serve_listens_only_on_this_machine_unless_asked(tmp_pat
         assert study._client is None  # showing the dashboard started no cluster
 
 
-@pytest.mark.parametrize("argv, where", [([], "127.0.0.1"), (["--host", OPEN], OPEN)],
-                         ids=["default", "opened"])
+@pytest.mark.parametrize(
+    "argv, where", [([], "127.0.0.1"), (["--host", OPEN], OPEN)], ids=["default", "opened"]
+)
 def test_the_dashboard_command_listens_only_on_this_machine_unless_asked(
     tmp_path: Path, argv: list[str], where: str
 ) -> None:
     write_known_study(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "hippo_dask.cli", "dashboard", str(tmp_path), "--port", "0", *argv],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

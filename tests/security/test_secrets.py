@@ -53,13 +53,22 @@ def _tokens() -> list[str]:
 def test_s3_secrets_are_in_no_task(tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
     options = s3_server.storage_options | {"secret": SECRET}  # moto accepts any secret
     log = str(tmp_path / "log")
-    space = hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [10]), seq.Constant(0.05)],
-                         batch_size=[seq.Constant(32), seq.MultiStep([32, 64], [5])], log=[log])
+    space = hd.GridSpace(
+        lr=[seq.StepLR(0.1, 0.1, [10]), seq.Constant(0.05)],
+        batch_size=[seq.Constant(32), seq.MultiStep([32, 64], [5])],
+        log=[log],
+    )
     cluster, client = make_client(2)
     with cluster, client:
         client.register_plugin(RunSpecs())
-        study = hd.Study("secret", SimulatedTrainer, storage=f"{s3_bucket}/runs", client=client,
-                         storage_options=options, eval_every=5)
+        study = hd.Study(
+            "secret",
+            SimulatedTrainer,
+            storage=f"{s3_bucket}/runs",
+            client=client,
+            storage_options=options,
+            eval_every=5,
+        )
         result = study.tune(hd.tuners.Grid(space, metric="score", steps=20))
         seen = cluster.scheduler.plugins[RunSpecs.name].seen
         assert len(seen) >= result.stats.stages > 0
@@ -71,8 +80,13 @@ def test_s3_secrets_are_in_no_task(tmp_path: Path, s3_server: Any, s3_bucket: st
         cluster.scale(3)
         client.wait_for_workers(3)
         tokens = client.run(_tokens)
-        more = study.tune(hd.tuners.Grid(hd.GridSpace(lr=[seq.Constant(0.2), seq.Constant(0.3)],
-                                                      log=[log]), metric="score", steps=20))
+        more = study.tune(
+            hd.tuners.Grid(
+                hd.GridSpace(lr=[seq.Constant(0.2), seq.Constant(0.3)], log=[log]),
+                metric="score",
+                steps=20,
+            )
+        )
         assert len(seen) >= result.stats.stages + more.stats.stages
         assert not any(SECRET.encode() in blob for blob, _ in seen.values())
     for record in [*result.records, *more.records]:
@@ -106,8 +120,11 @@ def test_passwords_in_storage_urls_are_masked(
         study = hd.Study("masked", SimulatedTrainer, storage=root)
         shown = [repr(study), repr(study.checkpoints), repr(study.metrics_store)]
         with pytest.raises(hd.StorageError) as down:
-            with_retries(_refused(f"{root}/masked/ckpt/x.ckpt"), timeout=0.0,
-                         what=f"saving checkpoint {root}/masked/ckpt/x.ckpt")
+            with_retries(
+                _refused(f"{root}/masked/ckpt/x.ckpt"),
+                timeout=0.0,
+                what=f"saving checkpoint {root}/masked/ckpt/x.ckpt",
+            )
         shown.append(str(down.value))
         reader = StudyReader(study.root)
         shown += [repr(reader), header_html(reader.refresh())]

@@ -35,16 +35,20 @@ def connected_clients(client: Any) -> set[str]:
 
 
 def test_a_study_runs_over_tls_and_a_client_without_the_credentials_is_refused(
-    tmp_path: Path, slurm: Path  # noqa: F811
+    tmp_path: Path,
+    slurm: Path,  # noqa: F811
 ) -> None:
     tls_root = tmp_path / "shared"
-    with hd.cluster.slurm(jobs=1, security=True, shared_temp_directory=str(tls_root),
-                          log_directory=str(slurm), **JOB) as client:
+    with hd.cluster.slurm(
+        jobs=1, security=True, shared_temp_directory=str(tls_root), log_directory=str(slurm), **JOB
+    ) as client:
         address = client.scheduler.address
         assert address.startswith("tls://127.0.0.1:")
         security = client.cluster.security
-        files = {name: getattr(security, name)
-                 for name in ("tls_ca_file", "tls_worker_key", "tls_worker_cert")}
+        files = {
+            name: getattr(security, name)
+            for name in ("tls_ca_file", "tls_worker_key", "tls_worker_cert")
+        }
         folder = Path(files["tls_worker_key"]).parent
         assert folder.parent == tls_root and stat.S_IMODE(folder.stat().st_mode) == 0o700
         for path in files.values():
@@ -56,8 +60,13 @@ def test_a_study_runs_over_tls_and_a_client_without_the_credentials_is_refused(
         client.wait_for_workers(1, timeout=120)
         assert all(a.startswith("tls://") for a in client.scheduler_info(n_workers=-1)["workers"])
         log = str(tmp_path / "train.log")
-        trials = list(hd.GridSpace(lr=[seq.StepLR(0.1, 0.1, [60]), seq.Constant(0.05)],
-                                   log=[log], seconds_per_step=[0.002]))
+        trials = list(
+            hd.GridSpace(
+                lr=[seq.StepLR(0.1, 0.1, [60]), seq.Constant(0.05)],
+                log=[log],
+                seconds_per_step=[0.002],
+            )
+        )
         _, scores = run_study(client, tmp_path / "runs", trials)
         assert scores == [standalone(t, STEPS) for t in trials]
 
@@ -88,6 +97,8 @@ def test_a_study_runs_over_tls_and_a_client_without_the_credentials_is_refused(
 
 
 def test_security_must_be_true_or_a_security_object() -> None:
-    with pytest.raises(hd.HippoError, match="`security` must be True, None or a "
-                                            "distributed.security.Security, got 'yes'"):
+    with pytest.raises(
+        hd.HippoError,
+        match="`security` must be True, None or a distributed.security.Security, got 'yes'",
+    ):
         hd.cluster.slurm(jobs=0, security="yes", **JOB)  # type: ignore[arg-type]

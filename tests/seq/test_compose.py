@@ -135,10 +135,21 @@ def test_piecewise_accepts_lists_as_pairs_and_numpy_lengths() -> None:
 
 
 def test_piecewise_of_ints_and_strings_keeps_native_types() -> None:
-    sizes = seq.Piecewise((seq.Constant(128), 10), (seq.MultiStep([256, 512], [5]), 10), seq.Constant(1024))
+    sizes = seq.Piecewise(
+        (seq.Constant(128), 10), (seq.MultiStep([256, 512], [5]), 10), seq.Constant(1024)
+    )
     assert sizes.kind == "int"
     assert sizes.values(0, 30).dtype == np.int64
-    assert [sizes(i) for i in (0, 9, 10, 14, 15, 19, 20, 1000)] == [128, 128, 256, 256, 512, 512, 1024, 1024]
+    assert [sizes(i) for i in (0, 9, 10, 14, 15, 19, 20, 1000)] == [
+        128,
+        128,
+        256,
+        256,
+        512,
+        512,
+        1024,
+        1024,
+    ]
     assert all(type(sizes(i)) is int for i in range(30))
     names = seq.Piecewise((seq.Constant("sgd"), 3), seq.MultiStep(["adam", "lamb"], [2]))
     assert names.kind == "str"
@@ -163,13 +174,17 @@ def test_piecewise_with_a_smooth_piece_has_no_change_points() -> None:
     s = seq.Piecewise((seq.Constant(0.1), 10), seq.Exponential(0.1, 0.9))
     assert not s.is_piecewise_constant()
     assert s.change_points(100) is None
-    nested = seq.Piecewise((seq.Piecewise((seq.Constant(0.1), 2), seq.Cosine(0.1, 5)), 10), seq.Constant(0.1))
+    nested = seq.Piecewise(
+        (seq.Piecewise((seq.Constant(0.1), 2), seq.Cosine(0.1, 5)), 10), seq.Constant(0.1)
+    )
     assert nested.change_points(100) is None
 
 
 COMPOSITES: list[seq.Sequence] = [
     seq.Piecewise((seq.Constant(0.1), 50), seq.Cosine(0.1, 100)),
-    seq.Piecewise((seq.Constant(128), 10), (seq.MultiStep([256, 512], [5]), 10), seq.Constant(1024)),
+    seq.Piecewise(
+        (seq.Constant(128), 10), (seq.MultiStep([256, 512], [5]), 10), seq.Constant(1024)
+    ),
     seq.Piecewise((seq.Constant("sgd"), 3), seq.MultiStep(["adam", "lamb"], [2])),
     seq.Piecewise(
         (seq.Warmup(2, 0.1), 5),
@@ -246,27 +261,66 @@ def test_repr_of_composites() -> None:
 
 BAD_PIECEWISE: list[tuple[Callable[[], Any], str]] = [
     (lambda: seq.Piecewise(), r"Piecewise: needs at least one sequence"),
-    (lambda: seq.Piecewise((seq.Constant(0.1), 50)), r"Piecewise: the last argument must be a sequence"),
+    (
+        lambda: seq.Piecewise((seq.Constant(0.1), 50)),
+        r"Piecewise: the last argument must be a sequence",
+    ),
     (
         lambda: seq.Piecewise((seq.Constant(0.1), 50), (seq.Constant(0.01), 10)),
         r"Piecewise: the last argument must be a sequence",
     ),
-    (lambda: seq.Piecewise(seq.Constant(0.1), 0.01), r"Piecewise: the last argument must be a sequence"),
-    (lambda: seq.Piecewise(seq.Constant(0.1), seq.Constant(0.01)), r"Piecewise: argument 0 must be a \(sequence, n_steps\) pair"),
-    (lambda: seq.Piecewise((0.1, 50), seq.Constant(0.01)), r"Piecewise: argument 0 must be a \(sequence, n_steps\) pair"),
-    (lambda: seq.Piecewise((seq.Constant(0.1),), seq.Constant(0.01)), r"Piecewise: argument 0 must be a"),
-    (lambda: seq.Piecewise((seq.Constant(0.1), 5, 6), seq.Constant(0.01)), r"Piecewise: argument 0 must be a"),
-    (lambda: seq.Piecewise((50, seq.Constant(0.1)), seq.Constant(0.01)), r"Piecewise: argument 0 must be a"),
+    (
+        lambda: seq.Piecewise(seq.Constant(0.1), 0.01),
+        r"Piecewise: the last argument must be a sequence",
+    ),
+    (
+        lambda: seq.Piecewise(seq.Constant(0.1), seq.Constant(0.01)),
+        r"Piecewise: argument 0 must be a \(sequence, n_steps\) pair",
+    ),
+    (
+        lambda: seq.Piecewise((0.1, 50), seq.Constant(0.01)),
+        r"Piecewise: argument 0 must be a \(sequence, n_steps\) pair",
+    ),
+    (
+        lambda: seq.Piecewise((seq.Constant(0.1),), seq.Constant(0.01)),
+        r"Piecewise: argument 0 must be a",
+    ),
+    (
+        lambda: seq.Piecewise((seq.Constant(0.1), 5, 6), seq.Constant(0.01)),
+        r"Piecewise: argument 0 must be a",
+    ),
+    (
+        lambda: seq.Piecewise((50, seq.Constant(0.1)), seq.Constant(0.01)),
+        r"Piecewise: argument 0 must be a",
+    ),
     (
         lambda: seq.Piecewise((seq.Constant(0.1), 5), (seq.Constant(0.1), "5"), seq.Constant(0.01)),
         r"Piecewise: `pieces\[1\] length` must be a whole number",
     ),
-    (lambda: seq.Piecewise((seq.Constant(0.1), 0), seq.Constant(0.01)), r"`pieces\[0\] length` must be at least 1"),
-    (lambda: seq.Piecewise((seq.Constant(0.1), -3), seq.Constant(0.01)), r"`pieces\[0\] length` must be at least 1"),
-    (lambda: seq.Piecewise((seq.Constant(0.1), 2.5), seq.Constant(0.01)), r"`pieces\[0\] length` must be a whole"),
-    (lambda: seq.Piecewise((seq.Constant(0.1), 5), seq.Constant("sgd")), r"Piecewise: pieces hold different kinds.*'float', 'str'"),
-    (lambda: seq.Piecewise((seq.Constant(True), 5), seq.Constant(0.1)), r"Piecewise: pieces hold different kinds.*'bool', 'float'"),
-    (lambda: seq.Piecewise((seq.Constant(128), 5), seq.Constant(0.1)), r"Piecewise: pieces hold different kinds.*'float', 'int'"),
+    (
+        lambda: seq.Piecewise((seq.Constant(0.1), 0), seq.Constant(0.01)),
+        r"`pieces\[0\] length` must be at least 1",
+    ),
+    (
+        lambda: seq.Piecewise((seq.Constant(0.1), -3), seq.Constant(0.01)),
+        r"`pieces\[0\] length` must be at least 1",
+    ),
+    (
+        lambda: seq.Piecewise((seq.Constant(0.1), 2.5), seq.Constant(0.01)),
+        r"`pieces\[0\] length` must be a whole",
+    ),
+    (
+        lambda: seq.Piecewise((seq.Constant(0.1), 5), seq.Constant("sgd")),
+        r"Piecewise: pieces hold different kinds.*'float', 'str'",
+    ),
+    (
+        lambda: seq.Piecewise((seq.Constant(True), 5), seq.Constant(0.1)),
+        r"Piecewise: pieces hold different kinds.*'bool', 'float'",
+    ),
+    (
+        lambda: seq.Piecewise((seq.Constant(128), 5), seq.Constant(0.1)),
+        r"Piecewise: pieces hold different kinds.*'float', 'int'",
+    ),
 ]
 
 
@@ -312,6 +366,6 @@ def test_piecewise_with_a_distribution_is_a_template() -> None:
         a = template.sample(np.random.default_rng(seed))
         assert isinstance(a, seq.Piecewise)
         assert a == template.sample(np.random.default_rng(seed))
-        (first, length), = a.pieces
+        ((first, length),) = a.pieces
         assert length in {10, 20} and 1e-3 <= first.v0 <= 1e-1
         assert seq.from_dict(json.loads(json.dumps(a.to_dict()))) == a

@@ -122,9 +122,14 @@ def test_piecewise_constant_fast_path_does_not_walk_every_step() -> None:
     # A billion steps would take minutes per step-wise loop; change points make it instant.
     horizon = 10**9
     began = time.perf_counter()
-    assert first_difference(seq.StepLR(0.1, 0.1, [90, 135]), seq.StepLR(0.1, 0.1, [100, 150]), horizon) == 90
+    assert (
+        first_difference(seq.StepLR(0.1, 0.1, [90, 135]), seq.StepLR(0.1, 0.1, [100, 150]), horizon)
+        == 90
+    )
     assert first_difference(seq.Constant(0.1), seq.MultiStep([0.1, 0.1], [5]), horizon) is None
-    assert first_difference(seq.Constant(0.1), seq.MultiStep([0.1, 0.01], [10**8]), horizon) == 10**8
+    assert (
+        first_difference(seq.Constant(0.1), seq.MultiStep([0.1, 0.01], [10**8]), horizon) == 10**8
+    )
     a = seq.Piecewise((seq.Constant(0.1), 1000), seq.StepLR(0.1, 0.5, [10**6]))
     b = seq.Piecewise((seq.MultiStep([0.1, 0.1], [10]), 1000), seq.StepLR(0.1, 0.5, [10**6 + 1]))
     assert first_difference(a, b, horizon) == 1000 + 10**6
@@ -195,7 +200,9 @@ FLOAT_SIMPLE = st.one_of(
     st.builds(seq.Exponential, V0, st.sampled_from([1.0, 0.5])),
     st.builds(seq.Linear, V0, V0, st.sampled_from([1, 5, 10])),
     st.builds(seq.Cosine, st.just(0.1), st.sampled_from([5, 10]), st.sampled_from([0.0, 0.1])),
-    st.builds(seq.CosineWarmRestarts, st.just(0.1), st.sampled_from([3, 5]), st.sampled_from([1, 2])),
+    st.builds(
+        seq.CosineWarmRestarts, st.just(0.1), st.sampled_from([3, 5]), st.sampled_from([1, 2])
+    ),
     st.builds(seq.Cyclic, V0, V0, st.sampled_from([2, 5])),
 )
 FLOAT_SEQUENCES = st.one_of(
@@ -211,7 +218,12 @@ FLOAT_SEQUENCES = st.one_of(
 INT_SIMPLE = st.one_of(st.builds(seq.Constant, INT_LEVELS), multistep(INT_LEVELS))
 INT_SEQUENCES = st.one_of(
     INT_SIMPLE,
-    st.builds(lambda first, n, last: seq.Piecewise((first, n), last), INT_SIMPLE, st.sampled_from([3, 5, 64]), INT_SIMPLE),
+    st.builds(
+        lambda first, n, last: seq.Piecewise((first, n), last),
+        INT_SIMPLE,
+        st.sampled_from([3, 5, 64]),
+        INT_SIMPLE,
+    ),
 )
 OTHER_SEQUENCES = st.one_of(
     st.builds(seq.Constant, st.sampled_from([128.0, 1, True, "sgd"])),
@@ -220,7 +232,11 @@ OTHER_SEQUENCES = st.one_of(
 # Numerically equal in Python (128 == 128.0 == ..., 1 == 1.0 == True) but of different kinds.
 KIND_TWINS = st.one_of(
     st.builds(seq.Constant, st.sampled_from([128, 128.0, 1, 1.0, True])),
-    st.builds(seq.MultiStep, st.sampled_from([[128, 256], [128.0, 256.0], [1, 0], [True, False]]), st.just([5])),
+    st.builds(
+        seq.MultiStep,
+        st.sampled_from([[128, 256], [128.0, 256.0], [1, 0], [True, False]]),
+        st.just([5]),
+    ),
     st.builds(
         lambda value: seq.Piecewise((seq.Constant(value), 3), seq.Constant(value)),
         st.sampled_from([1, 1.0, True]),
@@ -240,7 +256,9 @@ STOPS = st.sampled_from([0, 1, 4, 5, 6, 10, 11, 30, 64, 65, 140, 200])
 
 @settings(max_examples=200, deadline=None)
 @given(pair=PAIRS, stop=STOPS)
-def test_first_difference_matches_a_per_step_loop(pair: tuple[seq.Sequence, seq.Sequence], stop: int) -> None:
+def test_first_difference_matches_a_per_step_loop(
+    pair: tuple[seq.Sequence, seq.Sequence], stop: int
+) -> None:
     a, b = pair
     expected = brute_force(a, b, stop)
     assert first_difference(a, b, stop) == expected
@@ -289,6 +307,11 @@ def test_change_points_cover_every_change(s: seq.Sequence, stop: int) -> None:
 def test_piecewise_constant_families_expose_change_points() -> None:
     for s in [seq.Constant(0.1), seq.MultiStep([1, 2], [3]), seq.StepLR(0.1, 0.1, [3])]:
         assert isinstance(s, seq.PiecewiseConstant)
-    for s in [seq.Exponential(0.1, 0.9), seq.Cosine(0.1, 3), seq.Warmup(3, 0.1), seq.Linear(0.1, 0.2, 3)]:
+    for s in [
+        seq.Exponential(0.1, 0.9),
+        seq.Cosine(0.1, 3),
+        seq.Warmup(3, 0.1),
+        seq.Linear(0.1, 0.2, 3),
+    ]:
         assert not isinstance(s, seq.PiecewiseConstant)
     assert np.asarray(seq.Constant(0.1).change_points(100)).size == 0

@@ -78,7 +78,9 @@ def test_steplr_matches_torch_multisteplr(v0: float, gamma: float, milestones: l
     assert_matches_torch(seq.StepLR(v0, gamma=gamma, milestones=milestones), expected)
 
 
-@pytest.mark.parametrize(("v0", "gamma", "step_size"), [(0.1, 0.1, 30), (0.3, 0.5, 7), (1.0, 0.9, 1)])
+@pytest.mark.parametrize(
+    ("v0", "gamma", "step_size"), [(0.1, 0.1, 30), (0.3, 0.5, 7), (1.0, 0.9, 1)]
+)
 def test_steplr_with_regular_milestones_matches_torch_steplr(
     v0: float, gamma: float, step_size: int
 ) -> None:
@@ -87,7 +89,9 @@ def test_steplr_with_regular_milestones_matches_torch_steplr(
     assert_matches_torch(seq.StepLR(v0, gamma=gamma, milestones=milestones), expected)
 
 
-@pytest.mark.parametrize(("v0", "gamma"), [(0.1, 0.95), (1.0, 0.99), (0.01, 1.01), (0.3, 0.5), (0.1, 1.0)])
+@pytest.mark.parametrize(
+    ("v0", "gamma"), [(0.1, 0.95), (1.0, 0.99), (0.01, 1.01), (0.3, 0.5), (0.1, 1.0)]
+)
 def test_exponential_matches_torch_exponentiallr(v0: float, gamma: float) -> None:
     expected = torch_lrs(lambda o: L.ExponentialLR(o, gamma=gamma), v0)
     assert_matches_torch(seq.Exponential(v0, gamma=gamma), expected)
@@ -112,7 +116,14 @@ def test_linear_matches_torch_linearlr(start: float, end: float, steps: int) -> 
     assert_matches_torch(seq.Linear(start, end, steps), expected)
 
 
-COSINE_CASES = [(0.1, 50, 0.0), (0.1, 50, 0.001), (0.1, 7, 0.0), (1.0, 300, 0.0), (0.05, 1, 0.0), (0.2, 299, 0.01)]
+COSINE_CASES = [
+    (0.1, 50, 0.0),
+    (0.1, 50, 0.001),
+    (0.1, 7, 0.0),
+    (1.0, 300, 0.0),
+    (0.05, 1, 0.0),
+    (0.2, 299, 0.01),
+]
 
 
 @pytest.mark.parametrize(("v0", "t_max", "eta_min"), COSINE_CASES)
@@ -134,7 +145,9 @@ RESTART_CASES = [
 
 
 @pytest.mark.parametrize(("v0", "t_0", "t_mult", "eta_min"), RESTART_CASES)
-def test_cosine_warm_restarts_matches_torch(v0: float, t_0: int, t_mult: int, eta_min: float) -> None:
+def test_cosine_warm_restarts_matches_torch(
+    v0: float, t_0: int, t_mult: int, eta_min: float
+) -> None:
     expected = torch_lrs(
         lambda o: L.CosineAnnealingWarmRestarts(o, T_0=t_0, T_mult=t_mult, eta_min=eta_min), v0
     )
@@ -156,8 +169,13 @@ CYCLIC_CASES = [
 def test_cyclic_matches_torch_cycliclr(base: float, top: float, up: int, down: int | None) -> None:
     expected = torch_lrs(
         lambda o: L.CyclicLR(
-            o, base_lr=base, max_lr=top, step_size_up=up, step_size_down=down,
-            mode="triangular", cycle_momentum=False,
+            o,
+            base_lr=base,
+            max_lr=top,
+            step_size_up=up,
+            step_size_down=down,
+            mode="triangular",
+            cycle_momentum=False,
         ),
         0.5,
     )
@@ -172,9 +190,15 @@ NAN, INF = float("nan"), float("inf")
 
 BAD_ARGUMENTS: list[tuple[Callable[[], Any], str]] = [
     # milestones
-    (lambda: seq.StepLR(0.1, 0.1, [60, 30]), r"`milestones`.*strictly increasing.*milestones=\[30, 60\]"),
+    (
+        lambda: seq.StepLR(0.1, 0.1, [60, 30]),
+        r"`milestones`.*strictly increasing.*milestones=\[30, 60\]",
+    ),
     (lambda: seq.StepLR(0.1, 0.1, [30, 30, 60]), r"`milestones`.*milestones=\[30, 60\]"),
-    (lambda: seq.MultiStep([1, 2, 3], [50, 10]), r"`milestones`.*did you mean milestones=\[10, 50\]"),
+    (
+        lambda: seq.MultiStep([1, 2, 3], [50, 10]),
+        r"`milestones`.*did you mean milestones=\[10, 50\]",
+    ),
     (lambda: seq.StepLR(0.1, 0.1, [0, 30]), r"`milestones`.*>= 1"),
     (lambda: seq.StepLR(0.1, 0.1, [-5]), r"`milestones`.*>= 1"),
     (lambda: seq.MultiStep([0.1, 0.01], [0]), r"`milestones`.*>= 1"),
@@ -217,18 +241,36 @@ BAD_ARGUMENTS: list[tuple[Callable[[], Any], str]] = [
     (lambda: seq.CosineWarmRestarts(0.1, 0), r"CosineWarmRestarts: `t_0` must be at least 1"),
     (lambda: seq.CosineWarmRestarts(0.1, -3), r"CosineWarmRestarts: `t_0` must be at least 1"),
     (lambda: seq.CosineWarmRestarts(0.1, 10.5), r"CosineWarmRestarts: `t_0` must be a whole"),
-    (lambda: seq.CosineWarmRestarts(0.1, 10, t_mult=0), r"CosineWarmRestarts: `t_mult` must be at least 1"),
-    (lambda: seq.CosineWarmRestarts(0.1, 10, t_mult=1.5), r"CosineWarmRestarts: `t_mult` must be a whole"),
+    (
+        lambda: seq.CosineWarmRestarts(0.1, 10, t_mult=0),
+        r"CosineWarmRestarts: `t_mult` must be at least 1",
+    ),
+    (
+        lambda: seq.CosineWarmRestarts(0.1, 10, t_mult=1.5),
+        r"CosineWarmRestarts: `t_mult` must be a whole",
+    ),
     (lambda: seq.Linear(0.1, 1.0, 0), r"Linear: `steps` must be at least 1"),
     (lambda: seq.Linear(0.1, 1.0, 10.5), r"Linear: `steps` must be a whole number"),
     (lambda: seq.Linear(0.1, 1.0, True), r"Linear: `steps` must be a whole number"),
     (lambda: seq.Cyclic(0.01, 0.1, 0), r"Cyclic: `step_size_up` must be at least 1"),
     (lambda: seq.Cyclic(0.01, 0.1, 10.5), r"Cyclic: `step_size_up` must be a whole"),
-    (lambda: seq.Cyclic(0.01, 0.1, 10, step_size_down=0), r"Cyclic: `step_size_down` must be at least 1"),
-    (lambda: seq.Cyclic(0.01, 0.1, 10, step_size_down=2.5), r"Cyclic: `step_size_down` must be a whole"),
+    (
+        lambda: seq.Cyclic(0.01, 0.1, 10, step_size_down=0),
+        r"Cyclic: `step_size_down` must be at least 1",
+    ),
+    (
+        lambda: seq.Cyclic(0.01, 0.1, 10, step_size_down=2.5),
+        r"Cyclic: `step_size_down` must be a whole",
+    ),
     # MultiStep shape and kinds
-    (lambda: seq.MultiStep([0.1, 0.01], [10, 20]), r"MultiStep: needs one more value than milestones"),
-    (lambda: seq.MultiStep([0.1, 0.01, 0.001], [10]), r"MultiStep: needs one more value than milestones"),
+    (
+        lambda: seq.MultiStep([0.1, 0.01], [10, 20]),
+        r"MultiStep: needs one more value than milestones",
+    ),
+    (
+        lambda: seq.MultiStep([0.1, 0.01, 0.001], [10]),
+        r"MultiStep: needs one more value than milestones",
+    ),
     (lambda: seq.MultiStep([], []), r"MultiStep: needs one more value than milestones"),
     (lambda: seq.MultiStep(["sgd", 0.1], [10]), r"MultiStep: `values` mix \['float', 'str'\]"),
     (lambda: seq.MultiStep([True, 2], [10]), r"MultiStep: `values` mix \['bool', 'int'\]"),
@@ -342,7 +384,14 @@ def test_negative_step_raises_value_error(s: seq.Sequence) -> None:
 def test_multistep_switches_optimizer_by_name() -> None:
     s = seq.MultiStep(["sgd", "adam", "lamb"], milestones=[50, 80])
     assert s.kind == "str"
-    assert [s(i) for i in (0, 49, 50, 79, 80, 10_000)] == ["sgd", "sgd", "adam", "adam", "lamb", "lamb"]
+    assert [s(i) for i in (0, 49, 50, 79, 80, 10_000)] == [
+        "sgd",
+        "sgd",
+        "adam",
+        "adam",
+        "lamb",
+        "lamb",
+    ]
     assert s.values(48, 52).tolist() == ["sgd", "sgd", "adam", "adam"]
     assert s.change_points(80).tolist() == [50]
     assert s.change_points(81).tolist() == [50, 80]
@@ -394,6 +443,7 @@ def test_cyclic_is_triangular() -> None:
 # --------------------------------------------------------------------------------------------
 # Identity: immutability, equality, hashing
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("s", EXAMPLES, ids=_ids(EXAMPLES))
 def test_sequences_are_immutable(s: seq.Sequence) -> None:
@@ -489,6 +539,7 @@ def test_repr_names_the_family_and_arguments() -> None:
 # Serialisation
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("s", EXAMPLES, ids=_ids(EXAMPLES))
 def test_to_dict_round_trip(s: seq.Sequence) -> None:
     data = s.to_dict()
@@ -532,6 +583,7 @@ def test_from_dict_validates_like_the_constructor() -> None:
 # --------------------------------------------------------------------------------------------
 # Templates: sequences built with distributions
 # --------------------------------------------------------------------------------------------
+
 
 def test_distribution_argument_gives_a_template() -> None:
     template = seq.StepLR(

@@ -383,8 +383,14 @@ def _payloads(marker: Path) -> dict[str, tuple[bytes, str]]:
 
 @pytest.mark.parametrize(
     "kind",
-    ["os.system", "subprocess.call", "builtins.exec", "pathlib.Path.touch", "arbitrary class",
-     "legacy pickle"],
+    [
+        "os.system",
+        "subprocess.call",
+        "builtins.exec",
+        "pathlib.Path.touch",
+        "arbitrary class",
+        "legacy pickle",
+    ],
 )
 def test_a_malicious_checkpoint_is_refused_and_runs_nothing(
     store: FsspecCheckpointStore, tmp_path: Path, kind: str

@@ -60,7 +60,10 @@ def test_round_trip_keeps_nan_and_infinities(tmp_path: Path) -> None:
     assert list(frame.columns) == [*BASE_COLUMNS, "acc", "loss"]
     # sorted by wall time, then step
     assert list(zip(frame.wall_time, frame.step, strict=True)) == [
-        (5.5, 0), (10.0, 1), (20.0, 2), (20.0, 3)
+        (5.5, 0),
+        (10.0, 1),
+        (20.0, 2),
+        (20.0, 3),
     ]
     assert list(frame.trial) == ["t-ü/ünïcode ☃", "t-b", "t-a", "t-a"]
     assert list(frame.worker) == ["", "w2", "w1", "w1"]
@@ -84,7 +87,10 @@ def test_metric_names_may_appear_later(tmp_path: Path) -> None:
     store.append([MetricRow("t", 5, {f"m{i:02d}": i for i in range(20)}, 2000.0, "w")])
     for frame in (reader.read(), MetricsStore(url).read()):  # incremental and from scratch
         assert list(frame.columns) == [
-            *BASE_COLUMNS, "loss", "val_acc", *(f"m{i:02d}" for i in range(20))
+            *BASE_COLUMNS,
+            "loss",
+            "val_acc",
+            *(f"m{i:02d}" for i in range(20)),
         ]
         assert frame.step.tolist() == list(range(6))
         assert frame.val_acc.isna().tolist() == [True] * 3 + [False] * 2 + [True]
@@ -128,8 +134,9 @@ def test_stage_records_round_trip(tmp_path: Path) -> None:
             StageRecord("node-1", 0, 30, started=1.0, finished=11.0, worker="w1"),
         ]
     )
-    store.append_stages([StageRecord("node-3", 30, 45, 12.0, 13.0, "w2", status="failed",
-                                     error="ValueError")])
+    store.append_stages(
+        [StageRecord("node-3", 30, 45, 12.0, 13.0, "w2", status="failed", error="ValueError")]
+    )
     store.append(rows("t", range(2)))  # the tables are independent
     frame = MetricsStore(url).read_stages(status=None)
     assert list(frame.columns) == list(STAGE_COLUMNS)
@@ -151,11 +158,13 @@ def test_stage_records_round_trip(tmp_path: Path) -> None:
 def test_stage_records_in_flight_and_unknown_times(tmp_path: Path) -> None:
     url = str(tmp_path / "metrics.zarr")
     store = MetricsStore(url)
-    store.append_stages([
-        StageRecord("n", 0, 30, started=5.0, finished=math.nan, worker="w", status="submitted"),
-        StageRecord("m", 0, 30, started=6.0, finished=math.nan, worker="w", status="submitted"),
-        StageRecord("m", 0, 30, started=math.nan, finished=9.0, worker="w", status="lost"),
-    ])
+    store.append_stages(
+        [
+            StageRecord("n", 0, 30, started=5.0, finished=math.nan, worker="w", status="submitted"),
+            StageRecord("m", 0, 30, started=6.0, finished=math.nan, worker="w", status="submitted"),
+            StageRecord("m", 0, 30, started=math.nan, finished=9.0, worker="w", status="lost"),
+        ]
+    )
     frame = MetricsStore(url).read_stages(status=None)
     assert frame.node.tolist() == ["n", "m", "m"]  # by start, unknown starts last
     assert frame.status.tolist() == ["submitted", "submitted", "lost"]
@@ -179,7 +188,9 @@ def test_stage_tables_written_before_the_error_column(tmp_path: Path) -> None:
     """Tables from before the ``error`` array read as ``""`` there, and resume with it."""
     url = str(tmp_path / "metrics.zarr")
     old = MetricsStore(url)
-    old.append_stages([StageRecord("a", 0, 10, 1.0, 2.0, "w"), StageRecord("b", 0, 5, 3.0, 4.0, "w")])
+    old.append_stages(
+        [StageRecord("a", 0, 10, 1.0, 2.0, "w"), StageRecord("b", 0, 5, 3.0, 4.0, "w")]
+    )
     shutil.rmtree(tmp_path / "metrics.zarr" / old.writer / "stages" / "error")  # the old layout
     reader = MetricsStore(url)
     frame = reader.read_stages()

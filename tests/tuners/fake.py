@@ -22,8 +22,9 @@ Table = Callable[[hd.Trial, int], Value]
 
 def failure(message: str = "simulated failure") -> hd.TrialFailedError:
     """What ``study.train`` raises when a stage the trial needs failed."""
-    return hd.TrialFailedError(message, exc_type="RuntimeError", stage="stage-x",
-                               worker_traceback="Traceback: simulated")
+    return hd.TrialFailedError(
+        message, exc_type="RuntimeError", stage="stage-x", worker_traceback="Traceback: simulated"
+    )
 
 
 def name(trial: hd.Trial) -> Any:

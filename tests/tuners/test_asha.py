@@ -31,8 +31,12 @@ def test_one_at_a_time_promotes_without_waiting_for_the_rung_to_fill() -> None:
     # it is in the top half of four; then 1 again, from rung 1 (top rungs are looked at first).
     assert study.requests == [(0, 1), (1, 1), (1, 2), (2, 1), (3, 1), (3, 2), (1, 4)]
     assert decisions(tuner) == [
-        (1, 1, "promote"), (3, 1, "promote"), (1, 2, "promote"),
-        (0, 1, "stop"), (2, 1, "stop"), (3, 2, "stop"),
+        (1, 1, "promote"),
+        (3, 1, "promote"),
+        (1, 2, "promote"),
+        (0, 1, "stop"),
+        (2, 1, "stop"),
+        (3, 2, "stop"),
     ]
     assert [tuner.trial_status(t) for t in trials(4)] == ["stopped", None, "stopped", "stopped"]
 
@@ -44,8 +48,12 @@ def test_two_slots_act_in_equal_step_time_order() -> None:
         study = run(tuner, FakeStudy(by_name(Q), shuffle=shuffle))  # type: ignore[arg-type]
         assert study.requests == [(0, 1), (1, 1), (2, 1), (1, 2), (3, 1), (3, 2), (1, 4)]
         assert decisions(tuner) == [
-            (1, 1, "promote"), (3, 1, "promote"), (1, 2, "promote"),
-            (0, 1, "stop"), (2, 1, "stop"), (3, 2, "stop"),
+            (1, 1, "promote"),
+            (3, 1, "promote"),
+            (1, 2, "promote"),
+            (0, 1, "stop"),
+            (2, 1, "stop"),
+            (3, 2, "stop"),
         ]
     assert study.peak == 2
 
@@ -81,8 +89,12 @@ def test_no_cap_by_default_every_trial_starts_at_once() -> None:
         study = run(tuner, FakeStudy(by_name(Q), shuffle=shuffle))  # type: ignore[arg-type]
         assert study.requests == [(0, 1), (1, 1), (2, 1), (3, 1), (1, 2), (3, 2), (1, 4)]
         assert decisions(tuner) == [
-            (1, 1, "promote"), (3, 1, "promote"), (1, 2, "promote"),
-            (0, 1, "stop"), (2, 1, "stop"), (3, 2, "stop"),
+            (1, 1, "promote"),
+            (3, 1, "promote"),
+            (1, 2, "promote"),
+            (0, 1, "stop"),
+            (2, 1, "stop"),
+            (3, 2, "stop"),
         ]
         if shuffle is not None:  # requests wait to be answered: all four at once
             assert study.peak == 4
@@ -109,7 +121,9 @@ def test_a_finite_run_ends_with_a_trial_at_max_steps() -> None:
     # Diverged trials are not worth finishing: all NaN stops at the bottom rung.
     tuner = asha(3, max_steps=16, reduction=4)
     study = run(tuner, FakeStudy(lambda t, s: NAN))
-    assert [s for _, s in study.requests] == [1, 1, 1] and tuner.stopped() == {t.id for t in trials(3)}
+    assert [s for _, s in study.requests] == [1, 1, 1] and tuner.stopped() == {
+        t.id for t in trials(3)
+    }
 
 
 def test_failed_trials_rank_worst_and_are_never_promoted() -> None:
@@ -157,12 +171,21 @@ def test_mode_min_promotes_the_lowest() -> None:
     assert study.requests[:3] == [(0, 1), (1, 1), (0, 2)]
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"max_concurrent": 0}, r"ASHA: `max_concurrent` must be a whole number >= 1, got 0; use None \(no cap"),
-    ({"n_trials": -2}, r"ASHA: `n_trials` must be a whole number >= 1, got -2"),
-    ({"reduction": 1}, r"ASHA: `reduction` .* got 1"),
-    ({"min_steps": 5, "max_steps": 4}, r"ASHA: `max_steps` .* got 4; it must be at least min_steps=5"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"max_concurrent": 0},
+            r"ASHA: `max_concurrent` must be a whole number >= 1, got 0; use None \(no cap",
+        ),
+        ({"n_trials": -2}, r"ASHA: `n_trials` must be a whole number >= 1, got -2"),
+        ({"reduction": 1}, r"ASHA: `reduction` .* got 1"),
+        (
+            {"min_steps": 5, "max_steps": 4},
+            r"ASHA: `max_steps` .* got 4; it must be at least min_steps=5",
+        ),
+    ],
+)
 def test_bad_arguments_are_named(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(hd.InvalidSpaceError, match=match):
         asha(4, **kwargs)

@@ -23,7 +23,11 @@ def test_r81_eta3_trains_the_papers_brackets() -> None:
     study = run(tuner, FakeStudy(quality, shuffle=0))
     # Table 1 summed over brackets: 81 at 1; 27 + 34 at 3; 9 + 11 + 15 at 9; ...
     assert Counter(s for _, s in study.requests) == {
-        1: 81, 3: 27 + 34, 9: 9 + 11 + 15, 27: 3 + 3 + 5 + 8, 81: 1 + 1 + 1 + 2 + 5,
+        1: 81,
+        3: 27 + 34,
+        9: 9 + 11 + 15,
+        27: 3 + 3 + 5 + 8,
+        81: 1 + 1 + 1 + 2 + 5,
     }
     # One RandomSpace draw of 143 trials, split into brackets in order.
     drawn = space.sample(143)
@@ -76,11 +80,15 @@ def test_failures_do_not_stop_the_other_brackets() -> None:
 
 
 def test_a_space_smaller_than_the_first_bracket_is_refused_with_the_fix() -> None:
-    with pytest.raises(hd.InvalidSpaceError,
-                       match=r"first bracket starts 81 trials, but the space has only 12; use a "
-                             r"RandomSpace"):
+    with pytest.raises(
+        hd.InvalidSpaceError,
+        match=r"first bracket starts 81 trials, but the space has only 12; use a "
+        r"RandomSpace",
+    ):
         Hyperband(hd.GridSpace(x=list(range(12))), "score", max_steps=81)
     with pytest.raises(hd.InvalidSpaceError, match=r"only 2"):
         run(Hyperband(iter(trials(2)), "score", max_steps=9), FakeStudy(quality))
-    with pytest.raises(hd.InvalidSpaceError, match=r"Hyperband: `max_steps` .* got 2; it must be at least"):
+    with pytest.raises(
+        hd.InvalidSpaceError, match=r"Hyperband: `max_steps` .* got 2; it must be at least"
+    ):
         Hyperband(trials(9), "score", max_steps=2, min_steps=3)

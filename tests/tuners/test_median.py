@@ -36,12 +36,29 @@ def test_the_rule_replayed_by_hand() -> None:
     # others' (.3125): stop; e likewise (.2 < .3125). d's best .45 > .275: it continues.
     # Step 30: b, c, d left; d's best .45 < median(.6, .4) = .5: stop.
     assert decisions(tuner) == [
-        (0, 20, "stop"), (1, 20, "continue"), (2, 20, "continue"), (3, 20, "continue"),
-        (4, 20, "stop"), (1, 30, "continue"), (2, 30, "continue"), (3, 30, "stop"),
+        (0, 20, "stop"),
+        (1, 20, "continue"),
+        (2, 20, "continue"),
+        (3, 20, "continue"),
+        (4, 20, "stop"),
+        (1, 30, "continue"),
+        (2, 30, "continue"),
+        (3, 30, "stop"),
     ]
     assert study.requests == [(x, 10) for x in range(5)] + [(x, 20) for x in range(5)] + [
-        (1, 30), (2, 30), (3, 30), (1, 40), (2, 40)]
-    assert [tuner.trial_status(t) for t in trials(5)] == ["stopped", None, None, "stopped", "stopped"]
+        (1, 30),
+        (2, 30),
+        (3, 30),
+        (1, 40),
+        (2, 40),
+    ]
+    assert [tuner.trial_status(t) for t in trials(5)] == [
+        "stopped",
+        None,
+        None,
+        "stopped",
+        "stopped",
+    ]
 
 
 def test_mode_min_makes_the_same_decisions_on_the_negated_metric() -> None:
@@ -89,20 +106,27 @@ def test_a_grid_sample_follows_the_seed() -> None:
     space = hd.GridSpace(x=list(range(10)), lr=[seq.Constant(0.1)])
 
     def chosen(seed: int) -> set[int]:
-        tuner = MedianStopping(space, "score", steps=10, grace_steps=5, interval=5, n_trials=4,
-                               seed=seed)
+        tuner = MedianStopping(
+            space, "score", steps=10, grace_steps=5, interval=5, n_trials=4, seed=seed
+        )
         return {n for n, s in run(tuner, FakeStudy(lambda t, s: 1.0)).requests}
 
     assert chosen(0) == chosen(0) and chosen(0) != chosen(1) and len(chosen(0)) == 4
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"interval": 50}, r"`interval` is 50, more than steps=40, .*pass interval <= 40"),
-    ({"grace_steps": 40}, r"`grace_steps` is 40, but trials end at steps=40, .*grace_steps < 40"),
-    ({"grace_steps": -1}, r"`grace_steps` must be a whole number >= 0, got -1"),
-    ({"interval": 0}, r"`interval` must be a whole number >= 1, got 0"),
-    ({"min_trials": 0}, r"`min_trials` must be a whole number >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"interval": 50}, r"`interval` is 50, more than steps=40, .*pass interval <= 40"),
+        (
+            {"grace_steps": 40},
+            r"`grace_steps` is 40, but trials end at steps=40, .*grace_steps < 40",
+        ),
+        ({"grace_steps": -1}, r"`grace_steps` must be a whole number >= 0, got -1"),
+        ({"interval": 0}, r"`interval` must be a whole number >= 1, got 0"),
+        ({"min_trials": 0}, r"`min_trials` must be a whole number >= 1, got 0"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(hd.InvalidSpaceError, match="MedianStopping: " + match):
         median(**kwargs)

@@ -41,7 +41,7 @@ def space(log: str, **extra: list[object]) -> hd.GridSpace:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def alone(trial: hd.Trial, steps: int) -> float:
     return standalone(trial, steps)
 
@@ -50,8 +50,9 @@ def by_name(tuner: StoppingTuner) -> list[tuple[str, int, str]]:
     return [(r.trial.id, r.steps, r.decision.value) for r in tuner.decisions]
 
 
-def check(client: Client, tmp_path: Path, make: Callable[[hd.GridSpace], StoppingTuner], *,
-          exact: bool) -> tuple[hd.Result, StoppingTuner]:
+def check(
+    client: Client, tmp_path: Path, make: Callable[[hd.GridSpace], StoppingTuner], *, exact: bool
+) -> tuple[hd.Result, StoppingTuner]:
     """Tune on the cluster; compare with the fake study; rerun for free.
 
     ``exact``: every step is trained once (executed == unique). That holds when every branch
@@ -97,8 +98,12 @@ def check(client: Client, tmp_path: Path, make: Callable[[hd.GridSpace], Stoppin
 
 
 def test_sha(client: Client, tmp_path: Path) -> None:
-    result, tuner = check(client, tmp_path, lambda g: hd.tuners.SHA(
-        g, "score", min_steps=5, max_steps=40, reduction=2), exact=True)
+    result, tuner = check(
+        client,
+        tmp_path,
+        lambda g: hd.tuners.SHA(g, "score", min_steps=5, max_steps=40, reduction=2),
+        exact=True,
+    )
     assert tuner.rungs == [5, 10, 20, 40]
     counts = result.trials["steps"].value_counts().to_dict()
     assert counts == {5: 8, 10: 4, 20: 2, 40: 2}  # 16, 8, 4, 2 trials at the rungs
@@ -111,8 +116,14 @@ def test_sha(client: Client, tmp_path: Path) -> None:
 
 
 def test_asha(client: Client, tmp_path: Path) -> None:
-    result, tuner = check(client, tmp_path, lambda g: hd.tuners.ASHA(
-        g, "score", min_steps=5, max_steps=40, reduction=2, n_trials=12, max_concurrent=3), exact=False)
+    result, tuner = check(
+        client,
+        tmp_path,
+        lambda g: hd.tuners.ASHA(
+            g, "score", min_steps=5, max_steps=40, reduction=2, n_trials=12, max_concurrent=3
+        ),
+        exact=False,
+    )
     done = result.trials[result.trials["status"] == "done"]
     assert len(done) >= 1 and set(done["steps"]) == {40}
     assert result.best is not None and result.best.steps == 40
@@ -121,15 +132,25 @@ def test_asha(client: Client, tmp_path: Path) -> None:
 
 
 def test_hyperband(client: Client, tmp_path: Path) -> None:
-    result, tuner = check(client, tmp_path, lambda g: hd.tuners.Hyperband(
-        g, "score", max_steps=27, min_steps=3, reduction=3), exact=False)
+    result, tuner = check(
+        client,
+        tmp_path,
+        lambda g: hd.tuners.Hyperband(g, "score", max_steps=27, min_steps=3, reduction=3),
+        exact=False,
+    )
     assert [b[0][0] for b in tuner.brackets] == [9, 5, 3]
     assert result.best is not None and result.best.steps == 27
 
 
 def test_median_stopping(client: Client, tmp_path: Path) -> None:
-    result, tuner = check(client, tmp_path, lambda g: hd.tuners.MedianStopping(
-        g, "score", steps=40, grace_steps=10, interval=10, min_trials=3), exact=True)
+    result, tuner = check(
+        client,
+        tmp_path,
+        lambda g: hd.tuners.MedianStopping(
+            g, "score", steps=40, grace_steps=10, interval=10, min_trials=3
+        ),
+        exact=True,
+    )
     assert 0 < len(tuner.stopped()) < 16
     assert result.best is not None and result.best.steps == 40
 
@@ -140,8 +161,9 @@ def test_failures_and_nan_on_the_cluster(client: Client, tmp_path: Path) -> None
     grid = space(log, fail_at=[None, 12])
     trials = [t if i % 4 else hd.Trial(**t.config, nan=True) for i, t in enumerate(grid)]
     study = hd.Study("faulty", SimulatedTrainer, storage=str(tmp_path), client=client)
-    tuner = hd.tuners.ASHA(trials, "score", min_steps=5, max_steps=20, reduction=2, n_trials=None,
-                           max_concurrent=4)
+    tuner = hd.tuners.ASHA(
+        trials, "score", min_steps=5, max_steps=20, reduction=2, n_trials=None, max_concurrent=4
+    )
     result = study.tune(tuner)
     frame = result.trials.set_index("trial_id")
     for trial in trials:

@@ -40,8 +40,12 @@ class FakeStudy:
     """``train`` from a formula; logs calls. ``shuffle`` makes calls finish in a varying order
     (more or fewer event-loop turns), to show that the adapter's decisions do not depend on it."""
 
-    def __init__(self, formula: Formula, fail: Callable[[hd.Trial, int], bool] | None = None,
-                 shuffle: int = 0) -> None:
+    def __init__(
+        self,
+        formula: Formula,
+        fail: Callable[[hd.Trial, int], bool] | None = None,
+        shuffle: int = 0,
+    ) -> None:
         self.formula = formula
         self.fail = fail
         self.shuffle = shuffle
@@ -55,8 +59,9 @@ class FakeStudy:
             await asyncio.sleep(0)
         self.finished.append((trial, steps))
         if self.fail is not None and self.fail(trial, steps):
-            raise hd.TrialFailedError("simulated", exc_type="RuntimeError", stage="s",
-                                      worker_traceback="")
+            raise hd.TrialFailedError(
+                "simulated", exc_type="RuntimeError", stage="s", worker_traceback=""
+            )
         return {"score": self.formula(trial, steps)}
 
 
@@ -83,8 +88,9 @@ def test_random_space_axes_map_to_optuna_distributions() -> None:
         mom=hd.choice([seq.Constant(0.9), seq.Constant(hd.uniform(0.5, 0.99))]),
         wd=1e-4,
     )
-    tuner = Optuna(optuna.samplers.RandomSampler(seed=0), space, 12, "score", steps=10,
-                   concurrency=3)
+    tuner = Optuna(
+        optuna.samplers.RandomSampler(seed=0), space, 12, "score", steps=10, concurrency=3
+    )
     study = FakeStudy(lambda t, s: 0.0)
     ostudy = run(tuner, study)
     first = ostudy.trials[0].distributions
@@ -104,8 +110,9 @@ def test_random_space_axes_map_to_optuna_distributions() -> None:
         assert trial.fixed["a"] == params["a"] and trial.fixed["c"] == params["c"]
         assert trial.fixed["d"] == ["sgd", "adam", "rmsprop"][params["d"]]
         assert trial.fixed["wd"] == 1e-4 and "wd" not in params
-        assert trial.sequences["lr"] == seq.StepLR(params["lr.v0"], gamma=params["lr.gamma"],
-                                                   milestones=[5])
+        assert trial.sequences["lr"] == seq.StepLR(
+            params["lr.v0"], gamma=params["lr.gamma"], milestones=[5]
+        )
         if params["mom"] == 1:  # the option with a distribution inside: "mom.1.v0"
             picked_second = True
             assert trial.sequences["mom"] == seq.Constant(params["mom.1.v0"])
@@ -121,11 +128,16 @@ def test_grid_axes_and_trial_lists_become_categoricals_over_indices() -> None:
     tuner = Optuna(optuna.samplers.RandomSampler(seed=1), grid, 6, "score", steps=10)
     ostudy = run(tuner, FakeStudy(lambda t, s: 0.0))
     for otrial in ostudy.trials:
-        assert otrial.distributions == {"lr": CategoricalDistribution([0, 1]),
-                                        "opt": CategoricalDistribution([0, 1, 2])}
+        assert otrial.distributions == {
+            "lr": CategoricalDistribution([0, 1]),
+            "opt": CategoricalDistribution([0, 1, 2]),
+        }
         trial = tuner.suggested[otrial.number]
-        assert trial == hd.Trial(lr=options[otrial.params["lr"]], seed=0,
-                                 opt=["sgd", "adam", "lamb"][otrial.params["opt"]])
+        assert trial == hd.Trial(
+            lr=options[otrial.params["lr"]],
+            seed=0,
+            opt=["sgd", "adam", "lamb"][otrial.params["opt"]],
+        )
     trials = list(grid)
     listed = Optuna(optuna.samplers.RandomSampler(seed=1), trials, 4, "score", steps=10)
     ostudy = run(listed, FakeStudy(lambda t, s: 0.0))
@@ -152,8 +164,9 @@ def test_where_rejections_are_told_fail_and_asked_again() -> None:
 def test_tpe_finds_the_good_region_of_a_quadratic(mode: str) -> None:
     space = hd.RandomSpace(x=seq.Constant(hd.uniform(-10.0, 10.0)))
     sign = 1.0 if mode == "max" else -1.0
-    tuner = Optuna(optuna.samplers.TPESampler(seed=0), space, 40, "score", mode,
-                   steps=10, concurrency=1)
+    tuner = Optuna(
+        optuna.samplers.TPESampler(seed=0), space, 40, "score", mode, steps=10, concurrency=1
+    )
     ostudy = run(tuner, FakeStudy(lambda t, s: sign * quadratic(t, s)))
     xs = [value(tuner.suggested[o.number], "x") for o in ostudy.trials]
     assert abs(ostudy.best_params["x.v0"] - 3.0) < 0.5
@@ -167,8 +180,15 @@ def test_median_pruner_stops_trials_whose_early_scores_are_bad() -> None:
         return trial.fixed["q"] * steps / 100
 
     study = FakeStudy(curve)
-    tuner = Optuna(optuna.samplers.RandomSampler(seed=0), space, 20, "score", steps=100,
-                   pruner=optuna.pruners.MedianPruner(n_startup_trials=3), concurrency=1)
+    tuner = Optuna(
+        optuna.samplers.RandomSampler(seed=0),
+        space,
+        20,
+        "score",
+        steps=100,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
+        concurrency=1,
+    )
     assert tuner.rungs == (25, 50, 100)
     ostudy = run(tuner, study)
     pruned = [o for o in ostudy.trials if o.state == TrialState.PRUNED]
@@ -195,9 +215,16 @@ def test_a_seeded_sampler_makes_the_same_decisions_whatever_the_timing(concurren
         return [t.id for t in tuner.suggested.values()]
 
     def make() -> Optuna:
-        return Optuna(optuna.samplers.TPESampler(seed=3, n_startup_trials=4), space, 16,
-                      "score", steps=20, pruner=optuna.pruners.SuccessiveHalvingPruner(),
-                      rungs=[5, 10], concurrency=concurrency)
+        return Optuna(
+            optuna.samplers.TPESampler(seed=3, n_startup_trials=4),
+            space,
+            16,
+            "score",
+            steps=20,
+            pruner=optuna.pruners.SuccessiveHalvingPruner(),
+            rungs=[5, 10],
+            concurrency=concurrency,
+        )
 
     tuner = make()
     first = decisions(tuner, shuffle=1)
@@ -213,8 +240,15 @@ def test_failed_and_diverged_trials_are_told_fail_without_stopping_the_run() -> 
         return math.nan if trial.fixed["x"] > 0.7 else trial.fixed["x"]
 
     study = FakeStudy(formula, fail=lambda t, s: t.fixed["x"] < 0.3)
-    tuner = Optuna(optuna.samplers.RandomSampler(seed=0), space, 12, "score", steps=8,
-                   pruner=optuna.pruners.MedianPruner(n_startup_trials=1), rungs=[4])
+    tuner = Optuna(
+        optuna.samplers.RandomSampler(seed=0),
+        space,
+        12,
+        "score",
+        steps=8,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1),
+        rungs=[4],
+    )
     ostudy = run(tuner, study)
     states = {o.number: o.state for o in ostudy.trials}
     for number, trial in tuner.suggested.items():
@@ -253,20 +287,34 @@ class _Odd(Sampleable):
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], word: str) -> None:
-    args: dict[str, Any] = dict(sampler=None, space=hd.RandomSpace(x=hd.uniform(0, 1)),
-                                n_trials=5, metric="score", steps=10)
+    args: dict[str, Any] = dict(
+        sampler=None, space=hd.RandomSpace(x=hd.uniform(0, 1)), n_trials=5, metric="score", steps=10
+    )
     args.update(kwargs)
     with pytest.raises(hd.InvalidSpaceError, match=word):
         Optuna(**args)
 
 
 def test_defaults() -> None:
-    tuner = Optuna(None, hd.RandomSpace(x=hd.uniform(0, 1)), 5, "score", steps=10,
-                   pruner=optuna.pruners.MedianPruner(), rungs=[2, 5])
+    tuner = Optuna(
+        None,
+        hd.RandomSpace(x=hd.uniform(0, 1)),
+        5,
+        "score",
+        steps=10,
+        pruner=optuna.pruners.MedianPruner(),
+        rungs=[2, 5],
+    )
     assert isinstance(tuner.sampler, optuna.samplers.TPESampler)
     assert tuner.rungs == (2, 5, 10) and tuner.concurrency == 4
-    assert Optuna(None, hd.RandomSpace(x=hd.uniform(0, 1)), 5, "score", steps=3,
-                  pruner=optuna.pruners.MedianPruner()).rungs == (1, 3)
+    assert Optuna(
+        None,
+        hd.RandomSpace(x=hd.uniform(0, 1)),
+        5,
+        "score",
+        steps=3,
+        pruner=optuna.pruners.MedianPruner(),
+    ).rungs == (1, 3)
 
 
 # -- on a real cluster -----------------------------------------------------------------------
@@ -283,13 +331,22 @@ def test_on_a_cluster_with_pruning_and_a_rerun_that_trains_nothing(
     client: Client, tmp_path: Path
 ) -> None:
     log = str(tmp_path / "train.log")
-    space = hd.RandomSpace(lr=seq.StepLR(hd.loguniform(1e-3, 1.0), gamma=0.5, milestones=[6]),
-                           opt=hd.choice(["sgd", "adam"]), log=log)
+    space = hd.RandomSpace(
+        lr=seq.StepLR(hd.loguniform(1e-3, 1.0), gamma=0.5, milestones=[6]),
+        opt=hd.choice(["sgd", "adam"]),
+        log=log,
+    )
 
     def tuner() -> Optuna:
-        return Optuna(optuna.samplers.TPESampler(seed=0, n_startup_trials=3), space, 8,
-                      "score", steps=12, pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
-                      rungs=[4, 8])
+        return Optuna(
+            optuna.samplers.TPESampler(seed=0, n_startup_trials=3),
+            space,
+            8,
+            "score",
+            steps=12,
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
+            rungs=[4, 8],
+        )
 
     first = tuner()
     study = hd.Study("optuna", SimulatedTrainer, storage=str(tmp_path), client=client)
@@ -301,8 +358,11 @@ def test_on_a_cluster_with_pruning_and_a_rerun_that_trains_nothing(
     trained = executed(log)
     assert trained == result.stats.executed_steps > 0
     stopped = set(result.trials.loc[result.trials["status"] == "stopped", "trial_id"])
-    pruned = {first.suggested[o.number].id for o in first.optuna_study.trials
-              if o.state == TrialState.PRUNED}
+    pruned = {
+        first.suggested[o.number].id
+        for o in first.optuna_study.trials
+        if o.state == TrialState.PRUNED
+    }
     assert pruned and stopped == pruned - {result.best.trial.id}
     second = tuner()
     again = hd.Study("optuna", SimulatedTrainer, storage=str(tmp_path), client=client)

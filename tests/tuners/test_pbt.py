@@ -39,8 +39,9 @@ class FakeStudy:
         self.calls.append((trial, steps))
         await asyncio.sleep(0)
         if self.fail is not None and self.fail(trial, steps):
-            raise hd.TrialFailedError("simulated", exc_type="RuntimeError", stage="s",
-                                      worker_traceback="")
+            raise hd.TrialFailedError(
+                "simulated", exc_type="RuntimeError", stage="s", worker_traceback=""
+            )
         return {"score": self.formula(trial, steps)}
 
     def scores_at(self, steps: int) -> dict[hd.Trial, float]:
@@ -53,8 +54,9 @@ def closeness(trial: hd.Trial, steps: int) -> float:
 
 
 def space(**extra: Any) -> hd.RandomSpace:
-    return hd.RandomSpace(lr=seq.Constant(hd.loguniform(1e-4, 1.0)), seed=7, random_state=3,
-                          **extra)
+    return hd.RandomSpace(
+        lr=seq.Constant(hd.loguniform(1e-4, 1.0)), seed=7, random_state=3, **extra
+    )
 
 
 def run(tuner: PBT, study: FakeStudy) -> None:
@@ -122,11 +124,14 @@ def test_bottom_quantile_copies_the_top_and_perturbs_within_the_factors() -> Non
 
 
 def test_int_str_and_bool_values_explore_with_their_kinds() -> None:
-    axes = dict(batch=seq.Constant(hd.randint(16, 256)),
-                opt=seq.Constant(hd.choice(["sgd", "adam", "rmsprop"])),
-                nesterov=seq.Constant(hd.choice([True, False])))
-    always = PBT(space(**axes), "score", population=6, interval=4, steps=12,
-                 resample_probability=1.0, seed=1)
+    axes = dict(
+        batch=seq.Constant(hd.randint(16, 256)),
+        opt=seq.Constant(hd.choice(["sgd", "adam", "rmsprop"])),
+        nesterov=seq.Constant(hd.choice([True, False])),
+    )
+    always = PBT(
+        space(**axes), "score", population=6, interval=4, steps=12, resample_probability=1.0, seed=1
+    )
     run(always, FakeStudy(closeness))
     resampled = 0
     for entry in always.lineage:
@@ -138,8 +143,9 @@ def test_int_str_and_bool_values_explore_with_their_kinds() -> None:
         assert seqs["nesterov"].kind == "bool" and seqs["lr"].kind == "float"
         resampled += "opt" in entry.changes
     assert resampled >= 1
-    never = PBT(space(**axes), "score", population=6, interval=4, steps=12,
-                resample_probability=0.0, seed=1)
+    never = PBT(
+        space(**axes), "score", population=6, interval=4, steps=12, resample_probability=0.0, seed=1
+    )
     run(never, FakeStudy(closeness))
     for entry in never.lineage:  # kept values leave the donor's sequence as it was
         assert entry.trial.sequences["opt"] is entry.donor.sequences["opt"]
@@ -148,8 +154,10 @@ def test_int_str_and_bool_values_explore_with_their_kinds() -> None:
 
 
 def test_grid_and_trial_list_spaces_draw_a_subset_and_resample_from_their_options() -> None:
-    grid = hd.GridSpace(lr=[seq.Constant(10.0 ** -k) for k in range(1, 6)],
-                        opt=[seq.Constant("sgd"), seq.MultiStep(["adam", "sgd"], [3])])
+    grid = hd.GridSpace(
+        lr=[seq.Constant(10.0**-k) for k in range(1, 6)],
+        opt=[seq.Constant("sgd"), seq.MultiStep(["adam", "sgd"], [3])],
+    )
     tuner = PBT(grid, "score", population=4, interval=3, steps=9, resample_probability=1.0)
     run(tuner, FakeStudy(closeness))
     initial = [e.replaced for e in tuner.lineage if e.step == 3]
@@ -175,8 +183,9 @@ def test_generations_nest_and_lineage_and_statuses_follow_the_members() -> None:
     assert len(deepest.sequences["lr"].pieces) >= 2  # type: ignore[attr-defined]
     for entry in tuner.lineage:
         t = entry.step
-        np.testing.assert_array_equal(entry.trial.sequences["lr"].values(0, t),
-                                      entry.donor.sequences["lr"].values(0, t))
+        np.testing.assert_array_equal(
+            entry.trial.sequences["lr"].values(0, t), entry.donor.sequences["lr"].values(0, t)
+        )
         assert isinstance(entry, Exploit) and entry.donor_member != entry.member
 
 
@@ -241,11 +250,21 @@ def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], word: str) -> N
 
 def test_spaces_that_cannot_be_explored_are_rejected() -> None:
     with pytest.raises(hd.InvalidSpaceError, match="population=2"):
-        run(PBT(hd.GridSpace(lr=[seq.Constant(0.1), seq.Constant(0.2)]), "score",
-                population=3, interval=2, steps=4), FakeStudy(closeness))
+        run(
+            PBT(
+                hd.GridSpace(lr=[seq.Constant(0.1), seq.Constant(0.2)]),
+                "score",
+                population=3,
+                interval=2,
+                steps=4,
+            ),
+            FakeStudy(closeness),
+        )
     with pytest.raises(hd.InvalidSpaceError, match="sequential"):
-        run(PBT(hd.GridSpace(wd=[0.1, 0.2, 0.3]), "score", population=2, interval=2, steps=4),
-            FakeStudy(closeness))
+        run(
+            PBT(hd.GridSpace(wd=[0.1, 0.2, 0.3]), "score", population=2, interval=2, steps=4),
+            FakeStudy(closeness),
+        )
     with pytest.raises(hd.InvalidSpaceError, match="space"):
         PBT({"lr": 0.1}, "score", population=2, interval=2, steps=4)  # type: ignore[arg-type]
 
@@ -263,8 +282,12 @@ def client() -> Iterator[Client]:
 def test_copies_cost_nothing_and_a_rerun_trains_nothing(client: Client, tmp_path: Path) -> None:
     log = str(tmp_path / "train.log")
     population, steps = 4, 20
-    pbt_space = hd.RandomSpace(lr=seq.Constant(hd.loguniform(1e-3, 1.0)),
-                               batch=seq.Constant(hd.randint(16, 128)), log=log, random_state=0)
+    pbt_space = hd.RandomSpace(
+        lr=seq.Constant(hd.loguniform(1e-3, 1.0)),
+        batch=seq.Constant(hd.randint(16, 128)),
+        log=log,
+        random_state=0,
+    )
 
     def tuner() -> PBT:
         return PBT(pbt_space, "score", population=population, interval=5, steps=steps)

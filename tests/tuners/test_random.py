@@ -11,8 +11,9 @@ from tests.tuners.fake import FakeStudy, failure, name, run, trials
 
 
 def test_a_random_space_is_sampled_and_trained_to_steps() -> None:
-    space = hd.RandomSpace(x=hd.randint(0, 10**6), lr=seq.Constant(hd.loguniform(1e-3, 1)),
-                           random_state=2)
+    space = hd.RandomSpace(
+        x=hd.randint(0, 10**6), lr=seq.Constant(hd.loguniform(1e-3, 1)), random_state=2
+    )
     study = run(Random(space, 6, "score", steps=30), FakeStudy(lambda t, s: 0.5))
     assert study.requests == [(name(t), 30) for t in space.sample(6)]
 
@@ -21,8 +22,12 @@ def test_a_grid_is_sampled_without_replacement_by_the_tuners_seed() -> None:
     grid = hd.GridSpace(x=list(range(10)), lr=[seq.Constant(0.1)])
 
     def chosen(seed: int, n: int | None = 4) -> list[int]:
-        return [x for x, _ in run(Random(grid, n, "score", steps=5, seed=seed),
-                                  FakeStudy(lambda t, s: 0.5)).requests]
+        return [
+            x
+            for x, _ in run(
+                Random(grid, n, "score", steps=5, seed=seed), FakeStudy(lambda t, s: 0.5)
+            ).requests
+        ]
 
     assert chosen(0) == chosen(0) and chosen(0) != chosen(1)
     assert len(set(chosen(3))) == 4 and chosen(3) == sorted(chosen(3))  # kept in grid order
@@ -37,7 +42,9 @@ def test_failures_do_not_stop_the_others() -> None:
 
 
 def test_bad_arguments_are_named() -> None:
-    with pytest.raises(hd.InvalidSpaceError, match=r"Random: `steps` must be a whole number >= 1, got 0"):
+    with pytest.raises(
+        hd.InvalidSpaceError, match=r"Random: `steps` must be a whole number >= 1, got 0"
+    ):
         Random(trials(3), 2, "score", steps=0)
     with pytest.raises(hd.InvalidSpaceError, match=r"Random: `n_trials` must be .* got 0"):
         Random(trials(3), 0, "score", steps=3)

@@ -36,14 +36,25 @@ def test_the_published_rungs_of_81_trials_at_eta_3() -> None:
 
 def test_each_rung_ranks_by_its_own_results() -> None:
     # Curves cross: at 2 steps x=0 and 1 lead, at 4 steps x=1 beats x=0.
-    table = {(0, 2): 0.9, (1, 2): 0.8, (2, 2): 0.1, (3, 2): 0.2,
-             (0, 4): 0.3, (1, 4): 0.5, (1, 8): 0.6}
+    table = {
+        (0, 2): 0.9,
+        (1, 2): 0.8,
+        (2, 2): 0.1,
+        (3, 2): 0.2,
+        (0, 4): 0.3,
+        (1, 4): 0.5,
+        (1, 8): 0.6,
+    }
     tuner = SHA(trials(4), "score", min_steps=2, max_steps=8, reduction=2)
     study = run(tuner, FakeStudy(lambda t, s: table[name(t), s]))
     assert study.requests == [(0, 2), (1, 2), (2, 2), (3, 2), (0, 4), (1, 4), (1, 8)]
     assert decisions(tuner) == [
-        (0, 2, "promote"), (1, 2, "promote"), (2, 2, "stop"), (3, 2, "stop"),
-        (1, 4, "promote"), (0, 4, "stop"),
+        (0, 2, "promote"),
+        (1, 2, "promote"),
+        (2, 2, "stop"),
+        (3, 2, "stop"),
+        (1, 4, "promote"),
+        (0, 4, "stop"),
     ]
     assert [tuner.trial_status(t) for t in trials(4)] == ["stopped", None, "stopped", "stopped"]
 
@@ -74,10 +85,19 @@ def test_nan_and_failed_trials_rank_worst_and_failed_ones_are_never_promoted() -
     assert [n for n, s in study.requests if s == 4] == [1, 7, 6, 5]
     assert [n for n, s in study.requests if s == 8] == [7, 6]
     assert [(n, d) for n, s, d in decisions(tuner) if s == 2] == [
-        (1, "promote"), (7, "promote"), (6, "promote"), (5, "promote"),
-        (2, "stop"), (3, "stop"), (4, "stop")]  # 0 failed: the study reports it
+        (1, "promote"),
+        (7, "promote"),
+        (6, "promote"),
+        (5, "promote"),
+        (2, "stop"),
+        (3, "stop"),
+        (4, "stop"),
+    ]  # 0 failed: the study reports it
     assert [(n, d) for n, s, d in decisions(tuner) if s == 4] == [
-        (7, "promote"), (6, "promote"), (5, "stop")]
+        (7, "promote"),
+        (6, "promote"),
+        (5, "stop"),
+    ]
 
 
 def test_all_but_one_failing_still_finishes_the_survivor() -> None:
@@ -99,8 +119,7 @@ def test_an_error_that_stops_the_study_propagates() -> None:
         return hd.StorageError("storage unreachable") if name(trial) == 2 else 0.5
 
     with pytest.raises(hd.StorageError, match="unreachable"):
-        run(SHA(trials(4), "score", min_steps=1, max_steps=4, reduction=2),
-            FakeStudy(table))  # type: ignore[arg-type]
+        run(SHA(trials(4), "score", min_steps=1, max_steps=4, reduction=2), FakeStudy(table))  # type: ignore[arg-type]
 
 
 def test_same_seed_same_decisions_other_seed_other_trials() -> None:
@@ -124,19 +143,29 @@ def test_a_grid_with_n_trials_none_uses_every_trial_and_a_random_space_samples()
     study = run(SHA(grid, "score", min_steps=1, max_steps=3, reduction=3), FakeStudy(quality))
     assert sum(1 for _, s in study.requests if s == 1) == 12
     space = hd.RandomSpace(x=hd.randint(0, 1000), lr=seq.Constant(0.1), random_state=3)
-    study = run(SHA(space, "score", min_steps=1, max_steps=3, reduction=3, n_trials=6),
-                FakeStudy(quality))
+    study = run(
+        SHA(space, "score", min_steps=1, max_steps=3, reduction=3, n_trials=6), FakeStudy(quality)
+    )
     assert [n for n, s in study.requests if s == 1] == [name(t) for t in space.sample(6)]
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"min_steps": 0, "max_steps": 8}, r"SHA: `min_steps` must be a whole number >= 1, got 0"),
-    ({"min_steps": 8, "max_steps": 4}, r"SHA: `max_steps` .* got 4; it must be at least min_steps=8"),
-    ({"min_steps": 1, "max_steps": 8, "reduction": 1}, r"SHA: `reduction` .* got 1; e.g. reduction=3"),
-    ({"min_steps": 1, "max_steps": 8, "n_trials": 0}, r"SHA: `n_trials` must be .* got 0"),
-    ({"min_steps": 1, "max_steps": 8, "seed": -1}, r"SHA: `seed` must be .* got -1"),
-    ({"min_steps": 1.5, "max_steps": 8}, r"SHA: `min_steps` .* got 1.5"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_steps": 0, "max_steps": 8}, r"SHA: `min_steps` must be a whole number >= 1, got 0"),
+        (
+            {"min_steps": 8, "max_steps": 4},
+            r"SHA: `max_steps` .* got 4; it must be at least min_steps=8",
+        ),
+        (
+            {"min_steps": 1, "max_steps": 8, "reduction": 1},
+            r"SHA: `reduction` .* got 1; e.g. reduction=3",
+        ),
+        ({"min_steps": 1, "max_steps": 8, "n_trials": 0}, r"SHA: `n_trials` must be .* got 0"),
+        ({"min_steps": 1, "max_steps": 8, "seed": -1}, r"SHA: `seed` must be .* got -1"),
+        ({"min_steps": 1.5, "max_steps": 8}, r"SHA: `min_steps` .* got 1.5"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(hd.InvalidSpaceError, match=match):
         SHA(trials(4), "score", **kwargs)  # type: ignore[arg-type]
@@ -146,8 +175,10 @@ def test_bad_spaces_are_named_when_the_run_starts() -> None:
     with pytest.raises(hd.InvalidSpaceError, match=r"`n_trials` is 5, but the space has only 4"):
         run(SHA(trials(4), "score", min_steps=1, max_steps=2, n_trials=5), FakeStudy(quality))
     with pytest.raises(hd.InvalidSpaceError, match=r"RandomSpace has no fixed size; pass n_trials"):
-        run(SHA(hd.RandomSpace(x=hd.randint(0, 9)), "score", min_steps=1, max_steps=2),
-            FakeStudy(quality))
+        run(
+            SHA(hd.RandomSpace(x=hd.randint(0, 9)), "score", min_steps=1, max_steps=2),
+            FakeStudy(quality),
+        )
     with pytest.raises(hd.InvalidSpaceError, match=r"yielded 3, not a hippo_dask.Trial"):
         run(SHA([3], "score", min_steps=1, max_steps=2), FakeStudy(quality))  # type: ignore[list-item]
     assert Decision.PROMOTE.value == "promote"
