@@ -95,7 +95,7 @@ class DaskCalls:
         background and can read as empty for a moment.
         """
         client = self.client
-        info = await self.call(lambda: client.scheduler.identity(n_workers=-1))
+        info = await self.call(lambda: client.scheduler.identity(n_workers=-1))  # type: ignore[union-attr]
         workers = info.get("workers", {})
         gpu = sorted(a for a, w in workers.items() if w.get("resources", {}).get(GPU, 0) >= 1)
         closing = {a for a in gpu if workers[a].get("status") == "closing_gracefully"}
@@ -160,13 +160,13 @@ class DaskCalls:
         """Cancel ``futures`` (sent; not waited for)."""
         if futures:
             client = self.client
-            self.send(lambda: client.cancel(list(futures), asynchronous=True), "cancel stages")
+            self.send(lambda: client.cancel(list(futures), asynchronous=True), "cancel stages")  # type: ignore[no-untyped-call]
 
     async def cancel_now(self, futures: Sequence[Any]) -> None:
         """Cancel ``futures`` and wait until the scheduler was told."""
         if futures:
             client = self.client
-            await self.call(lambda: client.cancel(list(futures), asynchronous=True))
+            await self.call(lambda: client.cancel(list(futures), asynchronous=True))  # type: ignore[no-untyped-call]
 
     def add_points(self, worker: str, key: str, points: list[Point]) -> None:
         """Tell stage ``key`` on ``worker`` to also stop at ``points`` (sent; not waited for)."""
@@ -202,7 +202,7 @@ class DaskCalls:
         """Publish how many workers ``driver`` could keep busy (sent; not waited for)."""
         scheduler = self.client.scheduler
         self.send(
-            lambda: scheduler.set_metadata(keys=[DEMAND_KEY, driver], value=[workers, when]),
+            lambda: scheduler.set_metadata(keys=[DEMAND_KEY, driver], value=[workers, when]),  # type: ignore[union-attr]
             "publish the stage demand",
         )
 

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 import traceback as tb_module
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from hippo_dask._constants import CANCELLED, DEMAND_KEY
@@ -56,7 +56,7 @@ from hippo_dask.execution._spec import StageReport
 from hippo_dask.execution._submission import Payload, Submission
 from hippo_dask.execution._waiters import Waiters
 from hippo_dask.execution._worker import worker_deadline
-from hippo_dask.plan import SearchPlan
+from hippo_dask.plan import Node, SearchPlan
 from hippo_dask.trial import Trial
 
 if TYPE_CHECKING:
@@ -310,9 +310,11 @@ class Driver:
                 return  # placed once the workers answer
         wanted = self.waiters.wanted()
         points, covered = cover(wanted, self.flights)
-        for action in points:
-            self.submission.add_point(action)
-        in_flight = {f.key: (f.node, f.start, f.stop) for f in self.flights}
+        for point in points:
+            self.submission.add_point(point)
+        in_flight: dict[Hashable, tuple[Node, int, int]] = {
+            f.key: (f.node, f.start, f.stop) for f in self.flights
+        }
         tree = self.plan.stage_tree(running=in_flight, exclude=covered, requests=wanted)
         logger.debug(
             "schedule: workers %s, in flight %s, queued %s, %d stages pending, %d waiting",

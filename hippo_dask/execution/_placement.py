@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hippo_dask.execution._flights import Flights
 from hippo_dask.plan import Node, Stage, StageTree
@@ -199,7 +199,7 @@ def place(
     for stage in tree.stages:  # branch points inside flights: have them saved
         if stage.after is None:
             continue
-        token, step = stage.after
+        token, step = cast("tuple[str, int]", stage.after)
         f = flights.get(token)
         if f is None or (token, step) in asked:
             continue
@@ -245,7 +245,7 @@ def place(
         if head.parent is not None:
             continue  # waits for a stage of another chain
         if head.after is not None:
-            token, step = head.after
+            token, step = cast("tuple[str, int]", head.after)
             source = flights.get(token)
             if source is None or step != source.stop or source.worker not in lanes:
                 continue  # a mid-stage state: ready once that stage reports

@@ -20,6 +20,7 @@ so two workers in one process (an in-process cluster) never share a trainer or a
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import sys
@@ -268,7 +269,7 @@ def _restore(spec: StageSpec, report: StageReport, tables: StageTables) -> _Live
     for step, uri in spec.sources:
         try:
             state = with_retries(
-                lambda uri=uri: spec.store.load(uri),
+                functools.partial(spec.store.load, uri),
                 what=f"loading checkpoint {uri}",
                 timeout=spec.storage_timeout,
             )

@@ -23,11 +23,17 @@ from hippo_dask.storage._metrics import MetricRow, MetricsStore, StageRecord, ne
 
 # For the other packages of hippo_dask (outside __all__): how storage calls are retried, and
 # which storage errors pass.
-from hippo_dask.storage._retry import (  # noqa: E402, F401
-    permanent_error,
-    transient,
-    with_retries,
-    with_retries_async,
+from hippo_dask.storage._retry import (  # noqa: E402
+    permanent_error as permanent_error,
+)
+from hippo_dask.storage._retry import (
+    transient as transient,
+)
+from hippo_dask.storage._retry import (
+    with_retries as with_retries,
+)
+from hippo_dask.storage._retry import (
+    with_retries_async as with_retries_async,
 )
 from hippo_dask.storage._study_store import StudyCheckpointStore
 
