@@ -2,11 +2,12 @@
 
 Grid, Random, SHA (Jamieson & Talwalkar), ASHA (Li et al., MLSys 2020), Hyperband (Li et al.,
 JMLR 2018), MedianStopping (Vizier), PBT (Jaderberg et al.) and an adapter for Optuna samplers.
-Write your own the same way: subclass :class:`Tuner`, implement ``async def run(self, study)``.
+Write your own the same way: subclass :class:`Tuner`, implement ``async def run(self, study)``
+and type ``study`` as :class:`StudyLike`, the protocol of what a tuner may use from a study.
 """
 
 from hippo_dask.tuners._asha import ASHA
-from hippo_dask.tuners._base import Tuner, wait_all, wait_any
+from hippo_dask.tuners._base import StudyLike, Tuner, wait_all, wait_any
 from hippo_dask.tuners._grid import Grid
 from hippo_dask.tuners._hyperband import Hyperband
 from hippo_dask.tuners._median import MedianStopping
@@ -27,6 +28,7 @@ __all__ = [
     "MedianStopping",
     "Optuna",
     "Random",
+    "StudyLike",
     "Tuner",
     "wait_all",
     "wait_any",

@@ -20,7 +20,7 @@ from hippo_dask.tuners._common import StoppingTuner, attempt, draw_trials
 from hippo_dask.tuners._rungs import Decision, asha_next_promotion, check_whole, rung_steps, top_k
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["ASHA"]
 
@@ -153,7 +153,7 @@ class ASHA(StoppingTuner):
         self.space = space
         self.rungs = rung_steps(self.min_steps, self.max_steps, self.reduction)
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         self._start()
         rng = np.random.default_rng(self.seed)
         trials = draw_trials("ASHA", self.space, self.n_trials, rng)

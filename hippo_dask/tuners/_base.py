@@ -11,17 +11,34 @@ import asyncio
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hippo_dask.errors import InvalidSpaceError
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
     from hippo_dask.trial import Trial
 
-__all__ = ["Tuner", "wait_all", "wait_any"]
+__all__ = ["StudyLike", "Tuner", "wait_all", "wait_any"]
 
 T = TypeVar("T")
+
+
+class StudyLike(Protocol):
+    """What a tuner needs from a study: the one coroutine ``train``.
+
+    :class:`~hippo_dask.Study` satisfies it structurally (it does not inherit from it), and so
+    does any object with the same coroutine, such as a fake study in a tuner's unit tests.
+    Tuners are typed against this protocol rather than ``Study`` so that ``hippo_dask.tuners``
+    does not depend on ``hippo_dask.study``, which depends on the tuners.
+    """
+
+    async def train(self, trial: Trial, steps: int) -> dict[str, float]:
+        """Metrics of ``trial`` after ``steps`` steps.
+
+        Raises :class:`~hippo_dask.TrialFailedError` if the trial failed; any other error stops
+        the whole study.
+        """
+        ...
 
 
 async def wait_all(awaitables: Iterable[Awaitable[T]]) -> list[T | BaseException]:
@@ -46,6 +63,11 @@ async def wait_any(
 class Tuner(ABC):
     """Base class of tuning algorithms.
 
+    A subclass implements ``async def run(self, study)`` and asks for metrics with
+    ``await study.train(trial, steps)``. Type ``study`` as :class:`StudyLike`, the protocol of
+    what a tuner may use from a study, so that a tuner runs under :class:`~hippo_dask.Study`
+    and under any stand-in with the same ``train`` coroutine.
+
     Parameters
     ----------
     metric
@@ -67,7 +89,7 @@ class Tuner(ABC):
         self.mode = mode
 
     @abstractmethod
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         """Drive the study with ``await study.train(trial, steps)`` until done."""
 
     def trial_status(self, trial: Trial) -> str | None:

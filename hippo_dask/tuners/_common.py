@@ -20,7 +20,7 @@ from hippo_dask.tuners._base import Tuner, wait_all
 from hippo_dask.tuners._rungs import Decision, check_whole
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["DecisionRecord", "StoppingTuner", "attempt", "attempt_all", "draw_trials"]
 
@@ -73,7 +73,7 @@ def draw_trials(
     return [trials[int(i)] for i in sorted(chosen)]
 
 
-async def attempt(study: Study, trial: Trial, steps: int) -> dict[str, float] | None:
+async def attempt(study: StudyLike, trial: Trial, steps: int) -> dict[str, float] | None:
     """``await study.train(trial, steps)``, with ``None`` for a trial that failed.
 
     A failed trial is a result (the worst one), not a reason to stop tuning. Errors that stop
@@ -86,7 +86,7 @@ async def attempt(study: Study, trial: Trial, steps: int) -> dict[str, float] | 
 
 
 async def attempt_all(
-    study: Study, requests: Iterable[tuple[Trial, int]]
+    study: StudyLike, requests: Iterable[tuple[Trial, int]]
 ) -> list[dict[str, float] | None]:
     """:func:`attempt` for every ``(trial, steps)`` at once; results in order.
 

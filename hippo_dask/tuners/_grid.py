@@ -11,7 +11,7 @@ from hippo_dask.trial import Trial
 from hippo_dask.tuners._base import Tuner, wait_all
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["Grid"]
 
@@ -42,7 +42,7 @@ class Grid(Tuner):
         self.space = space
         self.steps = int(steps)
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         trials = list(self.space)
         if not trials:
             raise InvalidSpaceError(

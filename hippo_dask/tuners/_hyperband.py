@@ -21,7 +21,7 @@ from hippo_dask.tuners._rungs import check_whole, hyperband_brackets
 from hippo_dask.tuners._sha import successive_halving
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["Hyperband"]
 
@@ -116,7 +116,7 @@ class Hyperband(StoppingTuner):
                 f"reduction than {self.reduction})"
             )
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         self._start()
         rng = np.random.default_rng(self.seed)
         sizes = [bracket[0][0] for bracket in self.brackets]

@@ -18,7 +18,7 @@ from hippo_dask.tuners._common import StoppingTuner, attempt_all, draw_trials
 from hippo_dask.tuners._rungs import Decision, check_whole, median_stop
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["MedianStopping"]
 
@@ -113,7 +113,7 @@ class MedianStopping(StoppingTuner):
         self.space = space
         self.points = [*range(self.interval, self.steps, self.interval), self.steps]
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         self._start()
         rng = np.random.default_rng(self.seed)
         trials = draw_trials("MedianStopping", self.space, self.n_trials, rng)

@@ -25,7 +25,7 @@ from hippo_dask.tuners._base import Tuner, wait_all
 if TYPE_CHECKING:
     import optuna
 
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["Optuna"]
 
@@ -325,7 +325,7 @@ class Optuna(Tuner):
 
     # -- the algorithm ---------------------------------------------------------------------------
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         lib = _import_optuna()
         pruner = copy.deepcopy(self.pruner) if self.pruner is not None else lib.pruners.NopPruner()
         ostudy = lib.create_study(
@@ -345,7 +345,7 @@ class Optuna(Tuner):
             await self._train(study, ostudy, batch)
 
     async def _train(
-        self, study: Study, ostudy: optuna.Study, batch: list[tuple[optuna.Trial, Trial]]
+        self, study: StudyLike, ostudy: optuna.Study, batch: list[tuple[optuna.Trial, Trial]]
     ) -> None:
         """Train one batch rung by rung; report, prune and tell in the order it was asked."""
         state = _import_optuna().trial.TrialState

@@ -26,7 +26,7 @@ from hippo_dask.trial import Trial
 from hippo_dask.tuners._base import Tuner, wait_all
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["PBT", "Exploit"]
 
@@ -302,7 +302,7 @@ class PBT(Tuner):
 
     # -- the algorithm ---------------------------------------------------------------------------
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         self._rng = np.random.default_rng(self.seed)
         self.lineage = []
         self._stopped = set()

@@ -13,7 +13,7 @@ from hippo_dask.tuners._common import attempt_all, draw_trials
 from hippo_dask.tuners._rungs import check_whole
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
+    from hippo_dask.tuners._base import StudyLike
 
 __all__ = ["Random"]
 
@@ -65,7 +65,7 @@ class Random(Tuner):
         self.seed = check_whole("Random", "seed", seed, 0)
         self.trials: list[Trial] = []
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         rng = np.random.default_rng(self.seed)
         self.trials = draw_trials("Random", self.space, self.n_trials, rng)
         await attempt_all(study, ((trial, self.steps) for trial in self.trials))

@@ -18,14 +18,13 @@ from hippo_dask.tuners._common import DecisionRecord, StoppingTuner, attempt_all
 from hippo_dask.tuners._rungs import Decision, check_whole, rung_steps, sha_rung_sizes, top_k
 
 if TYPE_CHECKING:
-    from hippo_dask.study import Study
-    from hippo_dask.tuners._base import Tuner
+    from hippo_dask.tuners._base import StudyLike, Tuner
 
 __all__ = ["SHA", "successive_halving"]
 
 
 async def successive_halving(
-    tuner: Tuner, study: Study, trials: Sequence[Trial], rungs: Sequence[tuple[int, int]]
+    tuner: Tuner, study: StudyLike, trials: Sequence[Trial], rungs: Sequence[tuple[int, int]]
 ) -> tuple[list[DecisionRecord], list[Trial]]:
     """Run one bracket of successive halving; its decisions and the trials that finished.
 
@@ -147,7 +146,7 @@ class SHA(StoppingTuner):
         self.space = space
         self.rungs = rung_steps(self.min_steps, self.max_steps, self.reduction)
 
-    async def run(self, study: Study) -> None:
+    async def run(self, study: StudyLike) -> None:
         self._start()
         rng = np.random.default_rng(self.seed)
         trials = draw_trials("SHA", self.space, self.n_trials, rng)
